@@ -1,0 +1,1 @@
+"""Cohorts: geometry, synthetic subjects, readers, the Zarr cohort store and torch datasets."""

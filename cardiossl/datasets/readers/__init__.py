@@ -1,0 +1,14 @@
+"""Cohort layouts on disk, each a registered LayoutReader."""
+
+from ...platform.registry import Registry
+from .base import LayoutReader, ReadError, SubjectSource
+
+READERS: Registry[type[LayoutReader]] = Registry("reader", entry_point_group="cardiossl.readers")
+
+__all__ = ["READERS", "LayoutReader", "ReadError", "SubjectSource"]
+
+from . import acdc  # noqa: E402,F401  (registers "acdc")
+from . import mnms2  # noqa: E402,F401  (registers "mnms2")
+from . import dicom  # noqa: E402,F401  (registers "dicom")
+from . import ukbb  # noqa: E402,F401  (registers "ukbb")
+from . import sunnybrook  # noqa: E402,F401  (registers "sunnybrook")

@@ -1,0 +1,205 @@
+"""M&Ms-2 layout (Martin-Isla et al., IEEE JBHI 2023): ``NNN/NNN_{SA,LA}_{ED,ES}[_gt].nii.gz`` + cines.
+
+Each subject has a short-axis stack and one 4-chamber long-axis slice, both with their oblique scanner
+affines, ED and ES volumes with labels (1 LV cavity, 2 LV myocardium, 3 RV cavity: already ours) and
+optional cines ``NNN_SA_CINE`` / ``NNN_LA_CINE``. The files do not say which cine frame is ED or ES,
+so the ED/ES volumes are located in the cine by their pixels.
+
+The short-axis slice order in the files is not fixed (base or apex first), so it is decided from the
+labels: a ventricle is a cone, so the labelled area is concentrated toward the base. Stored slice 0
+is the base and stack position runs 0 (base) .. 1 (apex); without labels the file order is kept and the
+stack position is unknown (NaN).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..records import SliceRecord, SubjectRecord
+from . import READERS
+from .base import LayoutReader, ReadError, SubjectSource
+from .nifti_io import (
+    linear_positions,
+    load_label,
+    load_nifti,
+    matching_frame,
+    planes_of,
+    volume_slices,
+)
+
+_SUBJECT = re.compile(r"^\d+$")
+_SEARCH_DEPTH = 3  # root/NNN, root/dataset/NNN, root/MnM2/dataset/NNN
+
+
+def _file(folder: Path, stem: str) -> Path | None:
+    for ext in (".nii.gz", ".nii"):
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _is_subject(d: Path) -> bool:
+    return bool(_SUBJECT.match(d.name)) and (
+        _file(d, f"{d.name}_SA_ED") is not None or _file(d, f"{d.name}_SA_CINE") is not None
+    )
+
+
+def _subject_dirs(root: Path, first_only: bool = False) -> list[Path]:
+    found: list[Path] = []
+    level = [root]
+    for _ in range(_SEARCH_DEPTH):
+        nxt: list[Path] = []
+        for d in level:
+            try:
+                children = sorted(p for p in d.iterdir() if p.is_dir())
+            except OSError:
+                continue
+            for c in children:
+                if _is_subject(c):
+                    found.append(c)
+                    if first_only:
+                        return found
+                elif not c.name.startswith(".") and not _SUBJECT.match(c.name):
+                    nxt.append(c)
+        level = nxt
+    return found
+
+
+def base_first(label: np.ndarray) -> bool | None:
+    """Whether slice 0 of a label volume (X, Y, Z) is at the base; None when labels cannot tell."""
+    area = (label > 0).reshape(-1, label.shape[2]).sum(axis=0).astype(np.float64)
+    ks = np.nonzero(area)[0]
+    if ks.size < 2:
+        return None
+    centroid = float((ks * area[ks]).sum() / area[ks].sum())
+    mid = float(ks.min() + ks.max()) / 2.0
+    if abs(centroid - mid) < 1e-6:
+        return None
+    return bool(centroid < mid)
+
+
+def _view_slices(
+    folder: Path, sid: str, axis: str, view: str
+) -> tuple[list[SliceRecord], dict]:
+    """Every slice of one acquisition (SA or LA): ED/ES volumes with labels, plus the cine."""
+    ed_p, es_p = _file(folder, f"{sid}_{axis}_ED"), _file(folder, f"{sid}_{axis}_ES")
+    cine_p = _file(folder, f"{sid}_{axis}_CINE")
+    phases: dict[str, tuple[np.ndarray, np.ndarray, Path, np.ndarray | None]] = {}
+    for phase, p in (("ed", ed_p), ("es", es_p)):
+        if p is None:
+            continue
+        vol, aff = load_nifti(p)
+        if vol.ndim == 4:
+            if vol.shape[3] != 1:
+                raise ReadError(f"{p}: a single frame was expected, got shape {vol.shape}")
+            vol = vol[..., 0]
+        gt = _file(folder, f"{sid}_{axis}_{phase.upper()}_gt")
+        lab = load_label(gt, vol.shape, aff) if gt is not None else None
+        phases[phase] = (vol, aff, p, lab)
+    if "ed" in phases and "es" in phases:
+        (v0, a0, p0, _), (v1, a1, p1, _) = phases["ed"], phases["es"]
+        if v0.shape != v1.shape or not np.allclose(a0, a1, atol=1e-3 * max(1.0, np.abs(a0).max())):
+            raise ReadError(f"{p1}: shape or affine differs from {p0.name}; both must share one grid")
+
+    cine = cine_aff = None
+    if cine_p is not None:
+        cine, cine_aff = load_nifti(cine_p)
+        if cine.ndim == 3:
+            cine = cine[..., None]
+    if not phases and cine is None:
+        return [], {}
+
+    # frame index of each phase volume
+    frame_of: dict[str, int] = {}
+    if cine is not None:
+        for phase, (vol, aff, p, _) in phases.items():
+            if vol.shape != cine.shape[:3] or not np.allclose(
+                aff, cine_aff, atol=1e-3 * max(1.0, np.abs(aff).max())
+            ):
+                raise ReadError(f"{p}: shape or affine differs from {cine_p.name}")
+            t = matching_frame(cine, vol)
+            if t is None:
+                raise ReadError(f"{p}: matches no frame of {cine_p.name}; are they the same scan?")
+            frame_of[phase] = t
+        if len(set(frame_of.values())) < len(frame_of):
+            raise ReadError(f"{folder}: {sid}_{axis}_ED and _ES match the same cine frame")
+        n_frames = cine.shape[3]
+    else:
+        frame_of = {ph: i for i, ph in enumerate(p for p in ("ed", "es") if p in phases)}
+        n_frames = len(frame_of)
+
+    ref_vol, ref_aff, ref_path = (
+        (cine[..., 0], cine_aff, cine_p) if cine is not None else phases[next(iter(phases))][:3]
+    )
+    n_slices = ref_vol.shape[2]
+    planes = planes_of(ref_path, ref_aff, n_slices)
+
+    order, positions, stack_order = None, None, "not applicable"
+    if view == "sa":
+        verdict = None
+        for phase in ("ed", "es"):
+            if phase in phases and phases[phase][3] is not None:
+                verdict = base_first(phases[phase][3])
+                if verdict is not None:
+                    break
+        if verdict is None:
+            stack_order, positions = "unknown", [float("nan")] * n_slices
+        else:
+            order = list(range(n_slices)) if verdict else list(range(n_slices))[::-1]
+            stack_order = "file order" if verdict else "reversed file order"
+            positions = linear_positions(n_slices)
+
+    by_frame = {t: ph for ph, t in frame_of.items()}
+    slices: list[SliceRecord] = []
+    for t in range(n_frames):
+        phase = by_frame.get(t, "")
+        if phase:
+            vol, _, _, lab = phases[phase]
+        else:
+            vol, lab = cine[..., t], None
+        slices += volume_slices(
+            vol, planes, view=view, frame=t, phase=phase, label=lab, order=order,
+            stack_positions=positions,
+        )
+    meta = {f"{axis.lower()}_n_frames": int(n_frames)}
+    for phase, t in frame_of.items():
+        meta[f"{axis.lower()}_{phase}_frame"] = int(t)
+    if view == "sa":
+        meta["sa_stack_order"] = stack_order
+    return slices, meta
+
+
+@READERS.register("mnms2")
+class MnMs2Reader(LayoutReader):
+    """M&Ms-2 challenge layout: NNN folders with SA stack and 4-chamber LA, ED/ES labels and cines."""
+
+    name = "mnms2"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return bool(_subject_dirs(Path(root), first_only=True))
+
+    def discover(self, root: Path) -> list[SubjectSource]:
+        root = Path(root)
+        return sorted(
+            (SubjectSource(d.name, root, (d,)) for d in _subject_dirs(root)),
+            key=lambda s: (s.subject_id, str(s.paths)),
+        )
+
+    def read(self, source: SubjectSource) -> SubjectRecord:
+        folder = Path(source.paths[0])
+        sid = folder.name
+        sa, sa_meta = _view_slices(folder, sid, "SA", "sa")
+        if not sa:
+            raise ReadError(f"{folder}: no short-axis image ({sid}_SA_ED.nii.gz or {sid}_SA_CINE.nii.gz)")
+        la, la_meta = _view_slices(folder, sid, "LA", "4ch")
+        meta = {"layout": "mnms2", "source": str(folder), **sa_meta, **la_meta}
+        if "sa_ed_frame" in meta:
+            meta["ed_frame"] = meta["sa_ed_frame"]
+        if "sa_es_frame" in meta:
+            meta["es_frame"] = meta["sa_es_frame"]
+        return SubjectRecord(sid, sa + la, meta).validate()

@@ -1,0 +1,153 @@
+"""NIfTI loading shared by the NIfTI cohort readers: every failure becomes a ReadError naming the file.
+
+A NIfTI file is only as good as its header: an image whose qform and sform codes are both 0 has no
+scanner geometry (nibabel then invents one from the voxel sizes), and the anatomical-position pretext
+(Bai et al., MICCAI 2019) would learn from planes that never existed. Such files are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..geometry import GeometryError, Plane
+from ..records import LABELS, SliceRecord
+from .base import ReadError
+
+AFFINE_ATOL_MM = 1e-3  # label and image affines must agree to a micrometre (same grid)
+
+
+def load_nifti(path: Path, *, labels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(data, affine) of a NIfTI file; data float32 (uint8 for ``labels``), at least 3-D.
+
+    Trailing singleton axes past the fourth are dropped, a 2-D file becomes one slice.
+    """
+    import nibabel as nib  # imported here: readers are cheap to import for `cardiossl --help`
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReadError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+        hdr = img.header
+        qcode = int(hdr["qform_code"]) if "qform_code" in hdr else 1
+        scode = int(hdr["sform_code"]) if "sform_code" in hdr else 1
+        if qcode == 0 and scode == 0:
+            raise ReadError(
+                f"{path}: no scanner geometry (qform_code and sform_code are both 0); re-export the "
+                "file with its orientation (e.g. dcm2niix) so every slice keeps its plane"
+            )
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if labels:
+            data = np.asanyarray(img.dataobj)
+        else:
+            data = img.get_fdata(dtype=np.float32)
+    except ReadError:
+        raise
+    except Exception as exc:  # nibabel, gzip, zlib and OS errors all mean "this file is broken"
+        raise ReadError(
+            f"{path}: cannot read NIfTI ({type(exc).__name__}: {exc}); the file is corrupt or "
+            "truncated: copy or export it again"
+        ) from exc
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ReadError(f"{path}: affine is not a finite 4x4 matrix")
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim not in (3, 4):
+        raise ReadError(f"{path}: expected a 3-D or 4-D volume, got shape {data.shape}")
+    if labels:
+        if np.issubdtype(data.dtype, np.floating):
+            if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+                raise ReadError(f"{path}: label volume holds non-integer values")
+        if data.size and (data.min() < 0 or data.max() > 255):
+            raise ReadError(f"{path}: label values outside 0..255")
+        data = data.astype(np.uint8)
+    return data, affine
+
+
+def load_label(
+    path: Path, image_shape: tuple[int, ...], image_affine: np.ndarray, lut: np.ndarray | None = None
+) -> np.ndarray:
+    """A label volume on its image's grid, remapped through ``lut`` (source value -> our LABELS)."""
+    label, affine = load_nifti(path, labels=True)
+    if label.shape[:3] != tuple(image_shape[:3]) or label.ndim != 3:
+        raise ReadError(
+            f"{path}: label shape {label.shape} differs from its image's shape {tuple(image_shape[:3])}; "
+            "the label must be on the image grid"
+        )
+    scale = max(1.0, float(np.abs(image_affine[:3, 3]).max()))
+    if not np.allclose(affine, image_affine, rtol=0.0, atol=AFFINE_ATOL_MM * scale):
+        raise ReadError(
+            f"{path}: label affine differs from its image's affine (max difference "
+            f"{np.abs(affine - image_affine).max():.4g}); the label must be on the image grid"
+        )
+    if lut is not None:
+        bad = np.unique(label[label >= len(lut)])
+        if bad.size:
+            raise ReadError(f"{path}: label values {bad.tolist()} have no meaning in this layout")
+        label = lut[label]
+    bad = sorted(set(np.unique(label).tolist()) - set(LABELS))
+    if bad:
+        raise ReadError(f"{path}: label values {bad} not in {sorted(LABELS)}")
+    return label
+
+
+def planes_of(path: Path, affine: np.ndarray, n_slices: int) -> list[Plane]:
+    """The plane of every slice ``k`` (image ``data[:, :, k].T``) of a volume."""
+    try:
+        return [Plane.from_nifti(affine, k) for k in range(n_slices)]
+    except GeometryError as exc:
+        raise ReadError(f"{path}: affine gives no valid slice plane ({exc})") from exc
+
+
+def volume_slices(
+    volume: np.ndarray,
+    planes: list[Plane],
+    *,
+    view: str,
+    frame: int,
+    phase: str = "",
+    label: np.ndarray | None = None,
+    order: list[int] | None = None,
+    stack_positions: list[float] | None = None,
+) -> list[SliceRecord]:
+    """SliceRecords of one 3-D volume at one frame; ``order[i]`` is the file slice stored as index i."""
+    n = volume.shape[2]
+    order = list(range(n)) if order is None else order
+    out = []
+    for i, k in enumerate(order):
+        out.append(
+            SliceRecord(
+                view=view,
+                slice_index=i,
+                frame=frame,
+                image=np.ascontiguousarray(volume[:, :, k].T, dtype=np.float32),
+                plane=planes[k],
+                label=None if label is None else np.ascontiguousarray(label[:, :, k].T),
+                phase=phase,
+                stack_position=float("nan") if stack_positions is None else stack_positions[i],
+            )
+        )
+    return out
+
+
+def linear_positions(n: int) -> list[float]:
+    """Stack positions 0 (base) .. 1 (apex) of ``n`` slices ordered base first."""
+    return [0.0] if n == 1 else [i / (n - 1) for i in range(n)]
+
+
+def matching_frame(cine: np.ndarray, volume: np.ndarray, rel_tol: float = 0.01) -> int | None:
+    """Index of the cine frame (last axis) equal to ``volume``, or None when no frame matches.
+
+    Layouts that ship ED/ES volumes next to a cine without frame numbers (M&Ms-2) name their
+    frames only through their pixels.
+    """
+    if cine.shape[:3] != volume.shape[:3]:
+        return None
+    diffs = np.abs(cine - volume[..., None]).reshape(-1, cine.shape[-1]).mean(axis=0)
+    t = int(np.argmin(diffs))
+    scale = float(np.abs(volume).mean()) or 1.0
+    return t if diffs[t] <= rel_tol * scale else None

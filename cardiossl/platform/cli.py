@@ -1,0 +1,49 @@
+"""`cardiossl` command line: one typer app; each command lives in ``cardiossl.platform.commands``.
+
+Command modules import heavy libraries (torch, ray, mlflow) inside their functions so that
+``cardiossl --help`` and ``cardiossl validate`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+COMMAND_MODULES = (
+    "synth",
+    "ingest",
+    "cohort",
+    "plugins",
+    "show",
+    "validate",
+    "pretrain",
+    "finetune",
+    "benchmark",
+    "predict",
+)
+
+app = typer.Typer(
+    name="cardiossl",
+    help="Self-supervised pretraining for cardiac MR segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"cardiossl.platform.commands.{_name}")
+    except ModuleNotFoundError as _exc:  # a command whose module is not part of this install
+        if _exc.name != f"cardiossl.platform.commands.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

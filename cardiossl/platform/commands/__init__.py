@@ -1,0 +1,1 @@
+"""One module per `cardiossl` command; each exposes ``register(app)``."""

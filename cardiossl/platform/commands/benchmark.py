@@ -1,0 +1,17 @@
+"""`cardiossl benchmark FILE.yaml [--set k=v]`: the few-shot comparison study as one job."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("benchmark")
+    def benchmark(
+        job: str = typer.Argument(..., help="study job YAML (kind: benchmark)"),
+        set_: list[str] = typer.Option([], "--set", help="override KEY=VALUE, validated like the file"),
+    ) -> None:
+        """Pretrain once per pretext (or reuse), fine-tune the grid on Ray, table + plot + champion."""
+        from cardiossl.platform.study import main
+
+        raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)]))

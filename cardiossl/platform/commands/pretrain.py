@@ -1,0 +1,25 @@
+"""`cardiossl pretrain FILE.yaml [--set k=v] [--address ADDR]`: run a pretraining job on Ray."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("pretrain")
+    def pretrain(
+        job: str = typer.Argument(..., help="pretraining job YAML (kind: pretrain)"),
+        set_: list[str] = typer.Option([], "--set", help="override KEY=VALUE, validated like the file"),
+        address: str = typer.Option(None, "--address", help="Ray address; default RAY_ADDRESS, a running "
+                                    "local cluster, or a new local instance"),
+        no_register: bool = typer.Option(False, "--no-register", help="skip the Model Registry"),
+    ) -> None:
+        """Pretrain a backbone with a pretext task on Ray Train; track in MLflow; register the encoder."""
+        from cardiossl.platform.launch import main
+
+        argv = [job] + [a for s in set_ for a in ("--set", s)]
+        if address:
+            argv += ["--address", address]
+        if no_register:
+            argv.append("--no-register")
+        raise typer.Exit(main(argv))

@@ -1,0 +1,236 @@
+"""Driver of a pretraining job: validate -> MLflow run -> Ray TorchTrainer.fit -> Model Registry.
+
+Runs three ways, one code path:
+
+* ``cardiossl pretrain jobs/pretrain_position.yaml [--set k=v ...]`` joins the cluster named by
+  ``--address`` / RAY_ADDRESS, else a running local one, else starts a local Ray instance;
+* ``ray job submit --working-dir . -- jobs/pretrain_position.yaml [--set k=v ...]``: the YAML's
+  first line ``#!/usr/bin/env -S python -m cardiossl.platform.launch`` makes it executable, so the
+  job supervisor runs this module with the YAML path;
+* ``python -m cardiossl.platform.launch FILE.yaml``.
+
+The MLflow run is created here, before any worker starts, and its id is handed to rank 0: a
+failed worker group restarts into the same run (FailureConfig), and a re-submitted job with the
+same ``checkpoint.run_name`` resumes both the Ray Train run and the MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+from .config import ConfigError, PretrainJob, load_job
+
+RUN_RECORD = "cardiossl_run.json"
+
+
+@dataclass
+class LaunchResult:
+    run_id: str
+    run_name: str
+    storage_path: str
+    tracking_uri: str
+    model_version: str | None
+    metrics: dict
+    checkpoint_path: str | None
+
+
+def _storage_fs(storage_path: str):
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    return fs, root
+
+
+def _read_record(storage_path: str, run_name: str) -> dict | None:
+    import pyarrow.fs
+
+    fs, root = _storage_fs(storage_path)
+    path = f"{root.rstrip('/')}/{run_name}/{RUN_RECORD}"
+    info = fs.get_file_info(path)
+    if info.type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return json.loads(f.read().decode())
+
+
+def _write_record(storage_path: str, run_name: str, record: dict) -> None:
+    fs, root = _storage_fs(storage_path)
+    folder = f"{root.rstrip('/')}/{run_name}"
+    fs.create_dir(folder, recursive=True)
+    with fs.open_output_stream(f"{folder}/{RUN_RECORD}") as f:
+        f.write(json.dumps(record, indent=1).encode())
+
+
+def _cohort_fingerprint(store: str) -> dict:
+    from cardiossl.datasets.store import CohortStore
+
+    from .config import is_uri
+
+    if is_uri(store) and not store.startswith("file://"):
+        raise ConfigError(
+            f"cohort.store: {store!r}: CohortStore reads local or shared-filesystem paths; mount the "
+            "store on every node (NFS, Lustre, a FUSE mount of the bucket) and give its absolute path"
+        )
+    st = CohortStore(store[len("file://"):] if store.startswith("file://") else store)
+    # The data's identity, not its location (the same cohort copied elsewhere hashes the same).
+    # Never written here: the store may be shared and read-only.
+    return dict(st.fingerprint or st.compute_fingerprint())
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")
+    # The job's code travels with the workers: in a `ray job submit --working-dir` job the runtime
+    # env is inherited; started from a checkout, ship nothing (workers import the installed package).
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    try:
+        ray.init(address="auto", log_to_driver=True)
+        print("cardiossl: joined the running local Ray cluster")
+    except (ConnectionError, RuntimeError, ValueError):
+        ray.init(include_dashboard=False, log_to_driver=True)
+        print("cardiossl: started a local Ray instance (stops when this command ends)")
+
+
+def launch(job: PretrainJob, *, address: str | None = None, register: bool = True,
+           quiet: bool = False) -> LaunchResult:
+    """Run ``job`` on Ray and return what landed in MLflow."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from . import tracking
+    from .models import register_pretrained
+    from .train import ray_train_loop
+
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    if not isinstance(job, PretrainJob):
+        raise ConfigError(f"kind: {job.kind!r} jobs are not pretraining jobs; use the matching command")
+
+    fingerprint = _cohort_fingerprint(job.cohort.store)
+    fp_hash = tracking.fingerprint_hash(fingerprint)
+    commit = tracking.git_commit()
+    cfg_hash = job.hash()
+    storage = job.checkpoint.storage_path
+    uri = job.mlflow.tracking_uri
+
+    run_name = job.checkpoint.run_name
+    record = _read_record(storage, run_name) if run_name else None
+    if record is not None:
+        if record.get("config_hash") != cfg_hash:
+            raise ConfigError(
+                f"checkpoint.run_name: {run_name!r} under {storage} was started with another config "
+                f"(hash {record.get('config_hash')}, this one {cfg_hash}); choose a new run_name to start fresh"
+            )
+        run_id = record["run_id"]
+        say(f"cardiossl: resuming Ray Train run {run_name} and MLflow run {run_id}")
+        from mlflow import MlflowClient
+
+        MlflowClient(uri).update_run(run_id, status="RUNNING")
+    else:
+        run_name = run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
+        tags = {"pretext": job.pretext.name, "cohort_fingerprint": fp_hash, "config_hash": cfg_hash,
+                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind}
+        run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or run_name, tags,
+                                     artifact_location=job.mlflow.artifact_location)
+        driver_tracker = tracking.MlflowTracker(run_id, uri)
+        tracking.log_job_record(driver_tracker, job, fingerprint)
+        _write_record(storage, run_name, {"run_id": run_id, "config_hash": cfg_hash, "tracking_uri": uri,
+                                          "created": time.time()})
+    run_dir = f"{storage.rstrip('/')}/{run_name}"
+    say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
+    say(f"cardiossl: checkpoints under {run_dir}")
+
+    _init_ray(address)
+    sc = job.scaling
+    trainer = TorchTrainer(
+        ray_train_loop,
+        train_loop_config={"job": job.to_dict(), "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir},
+        torch_config=TorchConfig(backend=sc.torch_backend()),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=sc.ray_resources(),
+            placement_strategy=sc.placement_strategy,
+        ),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=job.checkpoint.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.checkpoint.num_to_keep),
+        ),
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        tracking.finish_run(uri, run_id, "FAILED")
+        raise
+    err = getattr(result, "error", None)
+    if err is not None:
+        tracking.finish_run(uri, run_id, "FAILED")
+        raise err
+
+    version = None
+    if register and job.mlflow.registered_model:
+        tags = {
+            "pretext": job.pretext.name,
+            "pretext_params": json.dumps(job.pretext.params, sort_keys=True),
+            "backbone": job.backbone.name,
+            "cohort_fingerprint": fp_hash,
+            "config_hash": cfg_hash,
+            "git_commit": commit,
+            "decoder_trained": str(bool(job.pretext.build().uses_decoder)).lower(),
+            "step": str(int(result.metrics.get("step", 0))) if result.metrics else "",
+        }
+        version = register_pretrained(uri, run_id, job.mlflow.registered_model, alias=job.mlflow.alias,
+                                      tags=tags, description=f"{job.pretext.name} pretraining, run {run_id}")
+        say(f"cardiossl: registered models:/{job.mlflow.registered_model}/{version}"
+            + (f" (alias @{job.mlflow.alias})" if job.mlflow.alias else ""))
+    tracking.finish_run(uri, run_id, "FINISHED")
+    ckpt = getattr(result, "checkpoint", None)
+    if uri.startswith("sqlite:"):
+        say(f"cardiossl: done. Look at it with:\n  mlflow ui --backend-store-uri {uri}")
+    else:
+        say(f"cardiossl: done. Open {uri}")
+    return LaunchResult(run_id, run_name, storage, uri, version, dict(result.metrics or {}),
+                        ckpt.path if ckpt is not None else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cardiossl-launch",
+        description="Run a cardiossl pretraining job YAML on Ray (local or the cluster in RAY_ADDRESS).",
+    )
+    p.add_argument("job", help="job YAML (kind: pretrain)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, validated like the file (repeatable): --set optim.lr=3e-4")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
+    p.add_argument("--no-register", action="store_true", help="do not register the encoder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = load_job(args.job, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(job, PretrainJob):
+        print(f"error: {args.job}: kind {job.kind!r} is not run by this launcher", file=sys.stderr)
+        return 2
+    res = launch(job, address=args.address, register=not args.no_register)
+    print(json.dumps({"run_id": res.run_id, "run_name": res.run_name, "model_version": res.model_version,
+                      "tracking_uri": res.tracking_uri, "storage": f"{res.storage_path}/{res.run_name}"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

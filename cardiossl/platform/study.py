@@ -1,0 +1,706 @@
+"""The few-shot comparison study as one job: does self-supervised pretraining beat scratch?
+
+Grid (every dimension configurable): initialisation {scratch, position, rotation, context} x
+transfer mode {decoder, all, multitask} (scratch has one mode, ``all``) x N labelled training
+subjects {1, 2, 5, 10, 20, all} x seeds {0, 1, 2}, as in Bai et al., MICCAI 2019 (their Table 1:
+0.811 -> 0.852 mean Dice at 5 subjects, scratch -> anatomical position).
+
+* Pretraining runs once per pretext, and not at all when the Model Registry already holds a model
+  pretrained with the same resolved config on the same cohort (matched by the config hash and the
+  cohort fingerprint hash the pretraining run tags its model version with).
+* Fine-tuning trials run in parallel as Ray tasks across the cluster. A task returns its metrics,
+  per-subject rows and (only while it is the best so far) its weights; the DRIVER writes every
+  MLflow record, one nested run per trial under one parent run, because sqlite tolerates one writer.
+* Paired comparison: for one seed every method sees the same training and test subjects, so the
+  difference to scratch is paired per (seed, test subject): a paired bootstrap CI of the mean
+  difference (Efron & Tibshirani 1993) and a Wilcoxon signed-rank test.
+* The champion is chosen on VALIDATION Dice (never on the test set) and registered as
+  ``cardiossl-seg@champion`` (safetensors + JSON spec; no pickles).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .config import CheckpointSpec, JobBase, StrictModel, register_job_kind
+from .evaluate import metric_names
+
+SCRATCH = "scratch"
+MODES = ("decoder", "all", "multitask")
+
+
+class StudyError(RuntimeError):
+    """The study cannot continue (every trial failed, no pretrained model, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------
+class StudyGrid(StrictModel):
+    inits: list[str] = Field(default_factory=lambda: [SCRATCH, "position", "rotation", "context"])
+    modes: list[Literal["decoder", "all", "multitask"]] = Field(default_factory=lambda: list(MODES))
+    n_train: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 5, 10, 20, "all"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+
+    @field_validator("inits", "modes", "n_train", "seeds")
+    @classmethod
+    def _nonempty_unique(cls, v):
+        if not v:
+            raise ValueError("must list at least one value")
+        if len({json.dumps(x) for x in v}) != len(v):
+            raise ValueError("values must be unique")
+        return v
+
+    @field_validator("n_train")
+    @classmethod
+    def _pos(cls, v):
+        if any(isinstance(x, int) and x < 1 for x in v):
+            raise ValueError("subject counts must be >= 1 (or 'all')")
+        return v
+
+
+class PretrainSource(StrictModel):
+    """Where an init's weights come from: a pretrain job YAML (run unless a matching registered
+    model exists) or a given registered model / run id."""
+
+    job: str | None = Field(None, description="pretrain job YAML (relative: to the benchmark YAML's folder)")
+    set: list[str] = Field(default_factory=list, description="--set overrides for that job")
+    model: str | None = Field(None, description="models:/NAME@ALIAS, models:/NAME/VERSION or a run id")
+
+    @model_validator(mode="after")
+    def _one(self) -> PretrainSource:
+        if (self.job is None) == (self.model is None):
+            raise PydanticCustomError("source", "give exactly one of job or model", {})
+        return self
+
+
+class StudyRay(StrictModel):
+    address: str | None = Field(None, description="cluster to join; None: RAY_ADDRESS, else a local one")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started by the job")
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_retries: int = Field(1, ge=0, description="Ray task retries (node loss)")
+
+
+class StatsConfig(StrictModel):
+    n_boot: int = Field(10000, ge=100)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    seed: int = 0
+
+
+class RegisterSpec(StrictModel):
+    enabled: bool = True
+    name: str = "cardiossl-seg"
+    alias: str = "champion"
+
+
+class BenchmarkJob(JobBase):
+    """The comparison study (``kind: benchmark``)."""
+
+    kind: Literal["benchmark"] = "benchmark"
+    checkpoint: CheckpointSpec | None = Field(None, description="storage for pretraining runs the study starts")
+    grid: StudyGrid = Field(default_factory=StudyGrid)
+    finetune: dict[str, Any] = Field(
+        default_factory=dict, description="FinetuneJob fields shared by every trial (not init/mode/n_train/seed)"
+    )
+    pretrain: dict[str, PretrainSource] = Field(default_factory=dict)
+    ray: StudyRay = Field(default_factory=StudyRay)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    champion: RegisterSpec = Field(default_factory=RegisterSpec)
+    output_dir: str | None = Field(None, description="absolute folder for a local copy of table, plot, stats")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _abs(cls, v):
+        if v is not None and not os.path.isabs(v):
+            raise ValueError("must be an absolute path (a Ray job runs in a temporary copy of the working dir)")
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> BenchmarkJob:
+        bad = sorted(set(self.finetune) & {"kind", "init", "mode", "n_train", "seed", "cohort", "mlflow", "name"})
+        if bad:
+            raise PydanticCustomError(
+                "finetune", "finetune.{key}: set by the study (grid / top level), remove it here",
+                {"key": bad[0], "field": "finetune"},
+            )
+        for init in self.grid.inits:
+            if init != SCRATCH and init not in self.pretrain and not _is_model_ref(init):
+                raise PydanticCustomError(
+                    "grid", "grid.inits: {init!r} has no pretrain.{init} source (a job YAML or a model)",
+                    {"init": init, "field": "grid"},
+                )
+        if any(i != SCRATCH for i in self.grid.inits) and any(
+            s.job for k, s in self.pretrain.items() if k in self.grid.inits
+        ) and self.checkpoint is None:
+            raise PydanticCustomError(
+                "checkpoint", "pretraining may run: set checkpoint.storage_path (absolute)", {"field": "checkpoint"},
+            )
+        self.trial_job(SCRATCH, "all", self.grid.n_train[0], self.grid.seeds[0])  # validates `finetune`
+        return self
+
+    def trial_job(self, init: str, mode: str, n_train, seed: int):
+        """The validated FinetuneJob of one grid cell (errors name ``finetune.<field>``)."""
+        from pydantic import ValidationError
+
+        from .config import ConfigError, format_validation_error
+        from .finetune import FinetuneJob
+
+        data = {
+            **self.finetune, "kind": "finetune", "name": self.name, "cohort": self.cohort.model_dump(mode="json"),
+            "mlflow": self.mlflow.model_dump(mode="json"), "init": init if init == SCRATCH else f"study:{init}",
+            "mode": mode, "n_train": n_train, "seed": seed,
+        }
+        try:
+            return FinetuneJob.model_validate(data)
+        except ValidationError as exc:
+            lines = format_validation_error(exc, prefix=("finetune",))
+            raise PydanticCustomError("finetune", "{msg}", {"msg": "; ".join(lines), "field": "finetune"}) from None
+        except ConfigError:
+            raise
+
+
+register_job_kind("benchmark")(BenchmarkJob)
+
+
+def _is_model_ref(s: str) -> bool:
+    return s.startswith(("models:/", "runs:/"))
+
+
+def method_name(init: str, mode: str) -> str:
+    return SCRATCH if init == SCRATCH else f"{init}/{mode}"
+
+
+def grid_cells(job: BenchmarkJob) -> list[tuple[str, str, Any, int]]:
+    """(init, mode, n_train, seed) of every trial; scratch runs once per (N, seed), mode ``all``."""
+    cells = []
+    for init in job.grid.inits:
+        modes = ["all"] if init == SCRATCH else job.grid.modes
+        for mode in modes:
+            for n in job.grid.n_train:
+                for seed in job.grid.seeds:
+                    cells.append((init, mode, n, seed))
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation, table, plot, paired statistics (no Ray, no MLflow: unit-testable)
+# ---------------------------------------------------------------------------------------------
+def _n_key(n) -> float:
+    return math.inf if n == "all" else float(n)
+
+
+def aggregate(trials: Sequence[dict]) -> list[dict]:
+    """One row per (method, N): mean and std over seeds of each trial's test means.
+
+    A trial: {"init", "mode", "n_train", "seed", "n_train_subjects", "metrics": {"test_dice_mean", ...}}.
+    """
+    keys = metric_names()
+    cells: dict[tuple[str, Any], list[dict]] = {}
+    for t in trials:
+        cells.setdefault((method_name(t["init"], t["mode"]), t["n_train"]), []).append(t)
+    rows = []
+    for (method, n), ts in sorted(cells.items(), key=lambda kv: (kv[0][0] != SCRATCH, kv[0][0], _n_key(kv[0][1]))):
+        row: dict[str, Any] = {
+            "method": method, "n_train": n, "n_subjects": float(np.mean([t["n_train_subjects"] for t in ts])),
+            "n_seeds": len(ts),
+        }
+        for k in keys:
+            vals = np.array([t["metrics"][f"test_{k}"] for t in ts], dtype=np.float64)
+            row[f"{k}_mean"] = float(vals.mean())
+            row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def _fmt_pm(m: float, s: float, digits: int) -> str:
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def results_markdown(rows: Sequence[dict]) -> str:
+    """Markdown table: mean ± std over seeds per (method, N)."""
+    head = ["method", "N", "seeds", "Dice LV", "Dice Myo", "Dice RV", "Dice mean", "HD95 mean (mm)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in rows:
+        n = f"all ({r['n_subjects']:.0f})" if r["n_train"] == "all" else str(r["n_train"])
+        cells = [
+            r["method"], n, str(r["n_seeds"]),
+            _fmt_pm(r["dice_lv_cavity_mean"], r["dice_lv_cavity_std"], 3),
+            _fmt_pm(r["dice_lv_myocardium_mean"], r["dice_lv_myocardium_std"], 3),
+            _fmt_pm(r["dice_rv_cavity_mean"], r["dice_rv_cavity_std"], 3),
+            _fmt_pm(r["dice_mean_mean"], r["dice_mean_std"], 3),
+            _fmt_pm(r["hd95_mean_mean"], r["hd95_mean_std"], 2),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def rows_csv(rows: Sequence[dict]) -> str:
+    import csv
+
+    if not rows:
+        return ""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in keys})
+    return buf.getvalue()
+
+
+def plot_dice_vs_n(rows: Sequence[dict], path: str | os.PathLike, title: str = "Few-shot segmentation") -> Path:
+    """Mean Dice against N (log axis; 'all' at its subject count), one line per method, error bars
+    = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["method"], []).append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for method, rs in by.items():
+        rs = sorted(rs, key=lambda r: r["n_subjects"])
+        x = [r["n_subjects"] for r in rs]
+        ax.errorbar(x, [r["dice_mean_mean"] for r in rs], yerr=[r["dice_mean_std"] for r in rs],
+                    marker="o", capsize=3, label=method, linestyle="--" if method == SCRATCH else "-")
+    ax.set_xscale("log")
+    ticks = sorted({r["n_subjects"] for r in rows})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xlabel("labelled training subjects (N)")
+    ax.set_ylabel("mean Dice (LV, Myo, RV) on test subjects")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def paired_vs_scratch(trials: Sequence[dict], *, metric: str = "dice_mean", n_boot: int = 10000,
+                      confidence: float = 0.95, seed: int = 0) -> list[dict]:
+    """Per (method, N): paired differences method - scratch over (seed, test subject) pairs.
+
+    Returns mean difference, paired-bootstrap CI (resampling pairs with replacement), Wilcoxon
+    signed-rank p (two-sided; NaN when every difference is 0 or fewer than 2 pairs) and the share
+    of pairs where the method wins."""
+    from scipy.stats import wilcoxon
+
+    per: dict[tuple[str, Any], dict[tuple[int, str], float]] = {}
+    for t in trials:
+        key = (method_name(t["init"], t["mode"]), t["n_train"])
+        d = per.setdefault(key, {})
+        for r in t["per_subject"]:
+            d[(int(t["seed"]), str(r["subject_id"]))] = float(r[metric])
+    out = []
+    for (method, n), values in sorted(per.items(), key=lambda kv: (kv[0][0], _n_key(kv[0][1]))):
+        if method == SCRATCH or (SCRATCH, n) not in per:
+            continue
+        base = per[(SCRATCH, n)]
+        pairs = sorted(set(values) & set(base))
+        if not pairs:
+            continue
+        diff = np.array([values[p] - base[p] for p in pairs])
+        rng = np.random.default_rng([seed, len(pairs)])
+        boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+        alpha = (1 - confidence) / 2
+        lo, hi = np.quantile(boot, [alpha, 1 - alpha])
+        if len(diff) >= 2 and np.any(diff != 0):
+            p = float(wilcoxon(diff, zero_method="wilcox", alternative="two-sided").pvalue)
+        else:
+            p = float("nan")
+        out.append({
+            "method": method, "n_train": n, "metric": metric, "n_pairs": len(pairs),
+            "n_seeds": len({s for s, _ in pairs}), "mean_diff": float(diff.mean()),
+            "ci_low": float(lo), "ci_high": float(hi), "wilcoxon_p": p,
+            "win_rate": float(np.mean(diff > 0)),
+        })
+    return out
+
+
+def paired_markdown(rows: Sequence[dict], confidence: float = 0.95) -> str:
+    head = ["method", "N", "pairs", "Δ Dice vs scratch", f"{int(confidence * 100)}% CI (bootstrap)",
+            "Wilcoxon p", "wins"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in rows:
+        p = "n/a" if math.isnan(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}"
+        lines.append("| " + " | ".join([
+            r["method"], str(r["n_train"]), str(r["n_pairs"]), f"{r['mean_diff']:+.4f}",
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", p, f"{r['win_rate']:.0%}",
+        ]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def champion_key(trial: dict) -> tuple:
+    """Model selection on validation Dice only (ties: more training subjects, then lower seed)."""
+    v = trial["metrics"].get("val_dice_best", float("nan"))
+    return (-math.inf if math.isnan(v) else v, trial["n_train_subjects"], -int(trial["seed"]))
+
+
+def write_report(trials: Sequence[dict], folder: str | os.PathLike, stats: StatsConfig | None = None,
+                 title: str = "Few-shot segmentation") -> dict[str, Path]:
+    """results.csv/.md, paired_vs_scratch.csv/.md, trials.csv, per_subject.csv and dice_vs_n.png."""
+    stats = stats or StatsConfig()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(trials)
+    paired = paired_vs_scratch(trials, n_boot=stats.n_boot, confidence=stats.confidence, seed=stats.seed)
+    files = {
+        "results_csv": folder / "results.csv",
+        "results_md": folder / "results.md",
+        "paired_csv": folder / "paired_vs_scratch.csv",
+        "paired_md": folder / "paired_vs_scratch.md",
+        "trials_csv": folder / "trials.csv",
+        "per_subject_csv": folder / "per_subject.csv",
+        "plot": folder / "dice_vs_n.png",
+    }
+    files["results_csv"].write_text(rows_csv(rows))
+    files["results_md"].write_text(results_markdown(rows))
+    files["paired_csv"].write_text(rows_csv(paired))
+    files["paired_md"].write_text(paired_markdown(paired, stats.confidence) if paired else "(no scratch baseline in the grid)\n")
+    trial_rows = [{"method": method_name(t["init"], t["mode"]), "init": t["init"], "mode": t["mode"],
+                   "n_train": t["n_train"], "seed": t["seed"], "n_train_subjects": t["n_train_subjects"],
+                   "run_id": t.get("run_id", ""), **t["metrics"]} for t in trials]
+    files["trials_csv"].write_text(rows_csv(trial_rows))
+    subj = [{"method": method_name(t["init"], t["mode"]), "n_train": t["n_train"], "seed": t["seed"], **r}
+            for t in trials for r in t["per_subject"]]
+    files["per_subject_csv"].write_text(rows_csv(subj))
+    plot_dice_vs_n(rows, files["plot"], title)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# pretraining: reuse or run
+# ---------------------------------------------------------------------------------------------
+def ensure_pretrained(job: BenchmarkJob, init: str, job_dir: Path | None = None, console=None) -> str:
+    """A model reference for ``init``: the given model, a registered version whose tags match the
+    pretrain job's config hash and the cohort fingerprint, or a fresh pretraining run."""
+    if _is_model_ref(init):
+        return init
+    src = job.pretrain[init]
+    if src.model is not None:
+        return src.model
+    from .config import load_job
+
+    path = Path(src.job)
+    if not path.is_absolute() and job_dir is not None and (job_dir / path).exists():
+        path = job_dir / path
+    overrides = list(src.set) + [
+        f"cohort.store={job.cohort.store}",
+        f"mlflow.tracking_uri={job.mlflow.tracking_uri}",
+    ]
+    if job.checkpoint is not None:
+        overrides.append(f"checkpoint.storage_path={job.checkpoint.storage_path}")
+    pjob = load_job(path, overrides)
+    if not pjob.mlflow.registered_model:
+        raise StudyError(f"pretrain.{init}.job: {path} sets no mlflow.registered_model; the study loads by registry")
+    found = find_matching_pretrained(pjob)
+    if found:
+        if console:
+            console.print(f"[green]reusing[/] {found} for {init} (same config hash and cohort fingerprint)")
+        return found
+    if console:
+        console.print(f"[yellow]pretraining[/] {init} from {path} (no registered model matches)")
+    from .launch import launch
+
+    res = launch(pjob, address=job.ray.address)
+    if not res.model_version:
+        raise StudyError(f"pretraining {init} finished without registering a model")
+    return f"models:/{pjob.mlflow.registered_model}/{res.model_version}"
+
+
+def pretrain_identity(pjob) -> dict[str, str]:
+    """The tags that make a registered pretrained model reusable: config hash + cohort fingerprint."""
+    from . import tracking
+    from .launch import _cohort_fingerprint
+
+    return {"config_hash": pjob.hash(),
+            "cohort_fingerprint": tracking.fingerprint_hash(_cohort_fingerprint(pjob.cohort.store))}
+
+
+def find_matching_pretrained(pjob) -> str | None:
+    """``models:/NAME/VERSION`` of the newest registered version pretrained with this exact config
+    on this exact cohort (tags written by ``launch``), or None."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    ident = pretrain_identity(pjob)
+    name = pjob.mlflow.registered_model
+    client = MlflowClient(pjob.mlflow.tracking_uri, registry_uri=pjob.mlflow.tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    ok = [v for v in versions if all((v.tags or {}).get(k) == val for k, val in ident.items())]
+    if not ok:
+        return None
+    best = max(ok, key=lambda v: int(v.version))
+    return f"models:/{name}/{best.version}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+# ---------------------------------------------------------------------------------------------
+def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int) -> dict:
+    """Body of one Ray task: fine-tune, evaluate, return plain data (never touches MLflow)."""
+    import torch
+
+    from .finetune import FinetuneJob, finetune
+
+    torch.set_num_threads(max(1, threads))
+    job = FinetuneJob.model_validate(job_dict)
+    t0 = time.time()
+    res = finetune(job, init=init_weights, labelled=labelled)
+    return {
+        "metrics": res.metrics, "per_subject": res.per_subject, "per_phase": res.per_phase,
+        "split": res.split, "history": res.history, "spec": res.spec, "state_dict": res.state_dict,
+        "started": t0, "finished": time.time(),
+    }
+
+
+def _connect_ray(cfg: StudyRay):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict: dict, out: dict | None,
+               error: str | None) -> str:
+    from mlflow.entities import Metric, Param, RunTag
+
+    init, mode, n, seed = cell
+    run = client.create_run(
+        experiment_id, run_name=f"{method_name(init, mode).replace('/', '-')}-N{n}-seed{seed}",
+        tags={"mlflow.parentRunId": parent_id, "cardiossl.kind": "finetune-trial", "init": init, "mode": mode,
+              "n_train": str(n), "seed": str(seed)},
+    )
+    rid = run.info.run_id
+    params = [Param("init", init), Param("mode", mode), Param("n_train", str(n)), Param("seed", str(seed)),
+              Param("steps", str(job_dict["steps"])), Param("lr", str(job_dict["optim"]["lr"]))]
+    ts = int(time.time() * 1000)
+    if out is None:
+        client.log_batch(rid, params=params, tags=[RunTag("error", (error or "")[:4000])])
+        client.set_terminated(rid, "FAILED")
+        return rid
+    metrics = [Metric(k, float(v), ts, 0) for k, v in out["metrics"].items() if np.isfinite(v)]
+    for h in out["history"]:
+        for k in ("val_dice", "seg_loss", "pretext_loss", "lr"):
+            if k in h and np.isfinite(h[k]):
+                metrics.append(Metric(k, float(h[k]), ts, int(h["step"])))
+    client.log_batch(rid, metrics=metrics[:1000], params=params)
+    if len(metrics) > 1000:
+        for i in range(1000, len(metrics), 1000):
+            client.log_batch(rid, metrics=metrics[i : i + 1000])
+    client.log_text(rid, rows_csv(out["per_subject"]), "per_subject.csv")
+    client.log_text(rid, rows_csv(out["per_phase"]), "per_phase.csv")
+    client.log_dict(rid, out["split"], "split.json")
+    client.set_terminated(rid, "FINISHED")
+    return rid
+
+
+def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -> dict:
+    """Run the whole study; returns {"parent_run_id", "files", "rows", "paired", "champion"}."""
+    import mlflow
+    from mlflow import MlflowClient
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .config import config_hash
+    from .finetune import labelled_subjects, resolve_init, save_segmenter
+    from .tracking import default_artifact_location
+
+    console = console or Console()
+    mlflow.set_tracking_uri(job.mlflow.tracking_uri)
+    client = MlflowClient(job.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(job.mlflow.experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(
+        job.mlflow.experiment, artifact_location=default_artifact_location(job.mlflow.tracking_uri))
+
+    cells = grid_cells(job)
+    labelled = labelled_subjects(job.cohort.store)
+    console.print(f"[bold]study[/] {len(cells)} trials, {len(labelled)} labelled subjects in {job.cohort.store}")
+
+    # pretrained inits, resolved once on the driver ------------------------------------------------
+    refs: dict[str, str] = {}
+    for init in job.grid.inits:
+        if init != SCRATCH:
+            refs[init] = ensure_pretrained(job, init, job_dir, console)
+
+    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study",
+                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job)})
+    pid = parent.info.run_id
+    client.log_text(pid, job.to_yaml(), "benchmark.yaml")
+    client.log_dict(pid, {k: v for k, v in refs.items()}, "pretrained_models.json")
+    client.log_batch(pid, params=[_param("cells", len(cells)), _param("inits", ",".join(job.grid.inits)),
+                                  _param("modes", ",".join(job.grid.modes)),
+                                  _param("n_train", ",".join(map(str, job.grid.n_train))),
+                                  _param("seeds", ",".join(map(str, job.grid.seeds))),
+                                  _param("labelled_subjects", len(labelled))])
+    status = "FAILED"
+    try:
+        ray = _connect_ray(job.ray)
+        inits = {SCRATCH: None}
+        for init, ref in refs.items():
+            inits[init] = ray.put(resolve_init(ref, job.mlflow.tracking_uri))
+        remote = ray.remote(_trial_task).options(
+            num_cpus=job.ray.cpus_per_trial, num_gpus=job.ray.gpus_per_trial, max_retries=job.ray.max_retries)
+        threads = max(1, int(job.ray.cpus_per_trial))
+        labelled_ref = ray.put(labelled)
+        pending = {}
+        jobs = {}
+        for cell in cells:
+            tj = job.trial_job(*cell).model_dump(mode="json")
+            if cell[0] != SCRATCH:
+                tj["init"] = refs[cell[0]]
+            tj["threads"] = threads
+            jobs[cell] = tj
+            pending[remote.remote(tj, inits[cell[0]], labelled_ref, threads)] = cell
+
+        trials, failures = [], []
+        best, best_key = None, None
+        with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=console, transient=False) as prog:
+            task = prog.add_task("", total=len(cells))
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(done[0])
+                try:
+                    out = ray.get(done[0])
+                    err = None
+                except Exception as exc:  # one failed trial is reported, the study goes on
+                    out, err = None, f"{type(exc).__name__}: {exc}"
+                rid = _log_trial(client, exp_id, pid, cell, jobs[cell], out, err)
+                if out is None:
+                    failures.append({"cell": cell, "error": err, "run_id": rid})
+                    prog.update(task, advance=1, description=f"[red]failed[/] {cell}")
+                    continue
+                init, mode, n, seed = cell
+                trial = {"init": init, "mode": mode, "n_train": n, "seed": seed, "run_id": rid,
+                         "n_train_subjects": out["metrics"]["n_train_subjects"], "metrics": out["metrics"],
+                         "per_subject": out["per_subject"]}
+                trials.append(trial)
+                if best_key is None or champion_key(trial) > best_key:
+                    best_key, best = champion_key(trial), {**trial, "spec": out["spec"], "state_dict": out["state_dict"]}
+                prog.update(task, advance=1,
+                            description=f"{method_name(init, mode)} N={n} s={seed}: Dice {out['metrics']['test_dice_mean']:.3f}")
+        if not trials:
+            raise StudyError(f"every trial failed; first error: {failures[0]['error'] if failures else '?'}")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            files = write_report(trials, Path(tmp) / "report", job.stats, title=f"{job.name}: few-shot Dice")
+            for f in files.values():
+                client.log_artifact(pid, str(f), "report")
+            rows = aggregate(trials)
+            paired = paired_vs_scratch(trials, n_boot=job.stats.n_boot, confidence=job.stats.confidence,
+                                       seed=job.stats.seed)
+            local_files = files
+            if job.output_dir:
+                import shutil
+
+                out_dir = Path(job.output_dir)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                local_files = {}
+                for k, f in files.items():
+                    shutil.copy2(f, out_dir / f.name)
+                    local_files[k] = out_dir / f.name
+            for r in rows:
+                tag = f"{r['method'].replace('/', '_')}_N{r['n_train']}"
+                client.log_metric(pid, f"dice_mean.{tag}", r["dice_mean_mean"])
+            champion = _register_champion(client, job, pid, best, tmp, save_segmenter)
+            if failures:
+                client.log_dict(pid, [{"cell": list(map(str, f["cell"])), "error": f["error"], "run_id": f["run_id"]}
+                                      for f in failures], "failures.json")
+            status = "FINISHED"
+        print(results_markdown(rows), flush=True)  # plain print: tables must not be re-wrapped
+        if paired:
+            print(paired_markdown(paired, job.stats.confidence), flush=True)
+        return {"parent_run_id": pid, "files": {k: str(v) for k, v in local_files.items()}, "rows": rows,
+                "paired": paired, "champion": champion, "failures": failures, "trials": trials}
+    finally:
+        client.set_terminated(pid, status)
+
+
+def _param(k: str, v) -> Any:
+    from mlflow.entities import Param
+
+    return Param(k, str(v)[:6000])
+
+
+def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tmp: str, save_segmenter) -> dict:
+    """Log the champion's weights + spec under the parent run and register them with the alias."""
+    from .finetune import segmenter_from_state
+
+    model = segmenter_from_state(best["spec"], best["state_dict"])
+    spec = {**best["spec"], "val_dice": best["metrics"].get("val_dice_best"),
+            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store}
+    folder = save_segmenter(model, spec, Path(tmp) / "segmenter")
+    client.log_artifacts(parent_id, str(folder), "segmenter")
+    info = {"run_id": best["run_id"], "method": method_name(best["init"], best["mode"]),
+            "n_train": best["n_train"], "seed": best["seed"], "val_dice": best["metrics"].get("val_dice_best"),
+            "test_dice_mean": best["metrics"]["test_dice_mean"]}
+    client.log_dict(parent_id, info, "champion.json")
+    if not job.champion.enabled:
+        return info
+    from .predict import register_segmenter
+
+    version = register_segmenter(job.mlflow.tracking_uri, parent_id, "segmenter", job.champion.name, job.champion.alias,
+                                 tags={k: str(v) for k, v in info.items()})
+    info["model_uri"] = f"models:/{job.champion.name}@{job.champion.alias}"
+    info["version"] = version
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cardiossl.platform.study JOB.yaml [--set k=v ...]`` (executable-YAML entry)."""
+    import argparse
+
+    from .config import ConfigError, load_job
+
+    ap = argparse.ArgumentParser(prog="cardiossl-benchmark")
+    ap.add_argument("job")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    a = ap.parse_args(argv)
+    try:
+        job = load_job(a.job, a.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}")
+        return 2
+    if not isinstance(job, BenchmarkJob):
+        print(f"error: {a.job} is a {job.kind!r} job; `benchmark` runs kind: benchmark")
+        return 2
+    out = run_study(job, job_dir=Path(a.job).resolve().parent)
+    print(f"parent run: {out['parent_run_id']}")
+    for k, v in out["files"].items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

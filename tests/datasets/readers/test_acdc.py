@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nifti_cohorts import oblique, save, truncate, write_acdc_patient, write_mnms2_subject
+
+from cardiossl.datasets.readers import READERS, ReadError
+from cardiossl.datasets.readers.acdc import AcdcReader
+from cardiossl.datasets.records import RecordError
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    root = tmp_path / "ACDC" / "database"
+    geom = oblique()
+    truth = write_acdc_patient(root / "training", 1, geom, ed=1, es=3, seed=1)
+    write_acdc_patient(root / "testing", 101, oblique(angles=(-10, 60, 5), row_spacing=1.1,
+                                                      col_spacing=1.6), cine=False, ed=2, es=4, seed=2)
+    return tmp_path / "ACDC", truth
+
+
+def read(root, sid):
+    reader = AcdcReader()
+    (src,) = [s for s in reader.discover(root) if s.subject_id == sid]
+    return reader.read(src)
+
+
+def test_registered_and_detects_only_acdc(cohort, tmp_path):
+    root, _ = cohort
+    assert READERS.get("acdc") is AcdcReader
+    assert AcdcReader.detect(root)
+    assert [s.subject_id for s in AcdcReader().discover(root)] == ["patient001", "patient101"]
+    other = tmp_path / "mnms2"
+    write_mnms2_subject(other, 1, oblique(), oblique(angles=(80, 10, 0)))
+    assert not AcdcReader.detect(other)
+    assert not AcdcReader.detect(tmp_path / "ACDC" / "database" / "training" / "patient001")
+
+
+def test_planes_pixels_labels_and_frames_match_the_files(cohort):
+    root, truth = cohort
+    rec = read(root, "patient001")
+    geom, (nx, ny, nz) = truth["geom"], truth["shape"]
+    assert len(rec.slices) == 4 * nz  # every cine frame of the 4-D file
+    assert rec.meta["ed_frame"] == 0 and rec.meta["es_frame"] == 2
+    assert rec.meta["group"] == "NOR" and rec.meta["height_cm"] == 172.0
+    for s in rec.slices:
+        k, n = s.slice_index, s.frame + 1
+        assert s.view == "sa"
+        assert s.image.shape == (ny, nx)  # rows = NIfTI j, columns = NIfTI i
+        np.testing.assert_array_equal(s.image, truth["frames"][n][:, :, k].T.astype(np.float32))
+        # non-square pixels: row spacing 1.8 mm, column spacing 1.3 mm
+        assert s.plane.spacing == pytest.approx((geom.row_spacing, geom.col_spacing))
+        for r, c in ((0, 0), (ny - 1, 0), (0, nx - 1), (7, 11)):
+            np.testing.assert_allclose(s.plane.pixel_to_world(r, c), geom.world(r, c, k), atol=1e-4)
+        assert s.stack_position == pytest.approx(k / (nz - 1))
+        assert s.phase == {1: "ed", 3: "es"}.get(n, "")
+        if s.phase:
+            # ACDC 1 RV / 3 LV were swapped into ours: 1 LV, 3 RV
+            np.testing.assert_array_equal(s.label, truth["labels"][n][:, :, k].T)
+            assert 1 in s.label
+        else:
+            assert s.label is None
+
+
+def test_without_cine_only_ed_and_es_with_their_frame_numbers(cohort):
+    root, _ = cohort
+    rec = read(root, "patient101")
+    assert sorted({(s.frame, s.phase) for s in rec.slices}) == [(1, "ed"), (3, "es")]
+    assert all(s.label is not None for s in rec.slices)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f, t: truncate(f / "patient001_frame03.nii.gz"), "corrupt or truncated"),
+        (lambda f, t: save(t["frames"][1], t["geom"].affine(), f / "patient001_frame01.nii.gz",
+                           geometry=False), "no scanner geometry"),
+        (lambda f, t: save(np.zeros((5, 5, 5), np.uint8), t["geom"].affine(),
+                           f / "patient001_frame01_gt.nii.gz"), "label shape"),
+        (lambda f, t: save(np.zeros(t["shape"], np.uint8), oblique(origin=(0, 0, 0)).affine(),
+                           f / "patient001_frame01_gt.nii.gz"), "label affine"),
+        (lambda f, t: save(np.full(t["shape"], 7, np.uint8), t["geom"].affine(),
+                           f / "patient001_frame01_gt.nii.gz"), "no meaning"),
+        (lambda f, t: (f / "Info.cfg").write_text("Group: NOR\n"), "ED:"),
+        (lambda f, t: (f / "patient001_frame01.nii.gz").unlink() or (f / "patient001_4d.nii.gz").unlink(),
+         "no image for frame 1"),
+    ],
+    ids=["truncated", "no-geometry", "label-shape", "label-affine", "label-values", "info-cfg",
+         "missing-frame"],
+)
+def test_bad_files_raise_read_error_naming_the_file(cohort, damage, message):
+    root, truth = cohort
+    damage(truth["folder"], truth)
+    with pytest.raises(ReadError, match=message):
+        read(root, "patient001")
+
+
+def test_nan_pixels_are_refused(cohort):
+    root, truth = cohort
+    img = truth["frames"][3].astype(np.float32)
+    img[3, 4, 2] = np.nan
+    save(img, truth["geom"].affine(), truth["folder"] / "patient001_frame03.nii.gz")
+    with pytest.raises(RecordError, match="NaN"):
+        read(root, "patient001")
+
+
+def test_detect_on_missing_folder_is_false(tmp_path):
+    assert not AcdcReader.detect(Path(tmp_path / "nope"))

@@ -1,0 +1,178 @@
+"""Job YAML validation: every error names the YAML path of the field; overrides validate the same way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import yaml
+
+from cardiossl.platform.config import (
+    ConfigError,
+    JobBase,
+    PretrainJob,
+    config_hash,
+    expand_env,
+    flatten,
+    load_job,
+    load_job_dict,
+    parse_overrides,
+    register_job_kind,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS = sorted((REPO / "jobs").glob("pretrain_*.yaml"))
+
+
+def base() -> dict:
+    return {
+        "kind": "pretrain",
+        "cohort": {"store": "/data/cohort.zarr"},
+        "pretext": {"name": "position", "params": {}},
+        "steps": 10,
+        "checkpoint": {"storage_path": "/tmp/ckpt"},
+        "mlflow": {"tracking_uri": "sqlite:////tmp/mlflow.db"},
+    }
+
+
+def problems(data: dict, overrides=None) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        load_job_dict(data, overrides)
+    return exc.value.problems
+
+
+def test_the_three_pretrain_jobs_exist_are_executable_and_valid():
+    names = {p.name for p in JOBS}
+    assert {"pretrain_position.yaml", "pretrain_rotation.yaml", "pretrain_context.yaml"} <= names
+    for p in JOBS:
+        assert p.read_text().splitlines()[0] == "#!/usr/bin/env -S python -m cardiossl.platform.launch"
+        assert p.stat().st_mode & 0o111, f"{p.name} is not executable"
+        job = load_job(p, env={})
+        assert isinstance(job, PretrainJob)
+        assert job.pretext.name in p.name
+        assert job.cohort.store.startswith("/") and job.checkpoint.storage_path.startswith("/")
+        assert job.mlflow.tracking_uri.startswith("sqlite:////")
+
+
+def test_defaults_are_resolved_and_plugin_params_completed():
+    job = load_job_dict(base())
+    assert job.pretext.params["target"] == "boxes"  # filled in by PositionPretext.Config
+    assert job.pretext.params["box_mm"] > 0
+    assert job.backbone.name == "unet"
+    assert job.pretext.build().config.target == "boxes"
+
+
+@pytest.mark.parametrize(
+    "override, path, words",
+    [
+        ("pretext.params.box_mm=-3", "pretext.params.box_mm", "greater than 0"),
+        ("pretext.params.boxmm=3", "pretext.params.boxmm", "Extra inputs"),
+        ("pretext.name=positon", "pretext.name", "did you mean 'position'"),
+        ("optim.lr=fast", "optim.lr", "valid number"),
+        ("optim.lr=0", "optim.lr", "greater than 0"),
+        ("optim.lrr=1e-3", "optim.lrr", "unknown key"),
+        ("optim.name=lamb", "optim.name", "adamw"),
+        ("batch_size=0", "batch_size", "greater than or equal to 1"),
+        ("checkpoint.storage_path=runs/x", "checkpoint.storage_path", "absolute"),
+        ("cohort.store=cohort.zarr", "cohort.store", "absolute"),
+        ("mlflow.tracking_uri=sqlite:///mlflow.db", "mlflow.tracking_uri", "four slashes"),
+        ("mlflow.tracking_uri=./mlruns", "mlflow.tracking_uri", "unsupported"),
+        ("cohort.views=[sa, 5ch]", "cohort.views", "unknown view"),
+        ("augment.spatial.scale=[1.2, 0.8]", "augment.spatial.scale", "empty"),
+        ("scaling.num_workers=0", "scaling.num_workers", "greater than or equal to 1"),
+        ("backbone.params.depth=1", "backbone.params", "depth"),
+        ("debug.fail_at_step=0", "debug.fail_at_step", "greater than or equal to 1"),
+        ("image_size=40", "image_size", "multiple of 16"),
+        ("epochs=2", "(top level)", "exactly one of steps or epochs"),
+    ],
+)
+def test_errors_name_the_yaml_path(override, path, words):
+    found = problems(base(), [override])
+    assert any(p.startswith(f"{path}:") and words in p for p in found), found
+
+
+def test_overrides_parse_yaml_values_and_go_through_validation():
+    job = load_job_dict(base(), ["optim.lr=3e-4", "cohort.views=[sa, 4ch]", "scaling.use_gpu=true",
+                                 "pretext.params.target=lines"])
+    assert job.optim.lr == pytest.approx(3e-4)
+    assert job.cohort.views == ["sa", "4ch"]
+    assert job.scaling.use_gpu is True
+    assert job.pretext.params["target"] == "lines"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_overrides(["optim.lr"])
+    with pytest.raises(ConfigError, match="not a section"):
+        load_job_dict(base(), ["steps.x=1"])
+
+
+def test_env_expansion_with_nested_defaults():
+    env = {"CARDIOSSL_HOME": "/data/h"}
+    assert expand_env("${CARDIOSSL_COHORT:-${CARDIOSSL_HOME:-/tmp}/c.zarr}", env) == "/data/h/c.zarr"
+    assert expand_env("sqlite:///${CARDIOSSL_HOME:-/tmp}/m.db", {}) == "sqlite:////tmp/m.db"
+    assert expand_env({"n": "${N:-3}"}, {}) == {"n": 3}
+    with pytest.raises(ConfigError, match="NOPE"):
+        expand_env("${NOPE}", {})
+
+
+def test_resolved_yaml_round_trips_to_the_same_hash(tmp_path):
+    job = load_job_dict(base(), ["optim.lr=3e-4"])
+    f = tmp_path / "resolved.yaml"
+    f.write_text(job.to_yaml())
+    again = load_job(f)
+    assert again == job
+    assert config_hash(again) == job.hash()
+    # what decides the weights changes the hash; where they are stored does not
+    assert load_job_dict(base(), ["optim.lr=1e-4"]).hash() != job.hash()
+    assert load_job_dict(base(), ["optim.lr=3e-4", "checkpoint.storage_path=/elsewhere"]).hash() == job.hash()
+
+
+def test_bad_yaml_and_bad_kind_are_clear(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("kind: pretrain\ncohort: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_job(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="kind"):
+        load_job_dict({**base(), "kind": "pretrian"})
+    with pytest.raises(ConfigError, match="kind: missing"):
+        load_job_dict({k: v for k, v in base().items() if k != "kind"})
+
+
+def test_other_job_kinds_register_and_share_the_loader():
+    @register_job_kind("unit-test-kind")
+    class Probe(JobBase):
+        kind: Literal["unit-test-kind"] = "unit-test-kind"
+        n_labelled: int = 5
+
+    from cardiossl.platform.config import JOB_KINDS
+
+    try:
+        data = {k: v for k, v in base().items() if k not in ("pretext", "steps")}
+        job = load_job_dict({**data, "kind": "unit-test-kind"}, ["n_labelled=2"])
+        assert isinstance(job, Probe) and job.n_labelled == 2
+        assert any(p.startswith("n_labelled:") for p in problems({**data, "kind": "unit-test-kind"},
+                                                                  ["n_labelled=x"]))
+    finally:
+        JOB_KINDS.unregister("unit-test-kind")
+
+
+def test_flatten_for_mlflow_params():
+    flat = flatten(load_job_dict(base()).to_dict())
+    assert flat["optim.lr"] == pytest.approx(1e-3)
+    assert flat["pretext.params.target"] == "boxes"
+    assert flat["cohort.views"] == '["sa"]'
+
+
+def test_cli_validate_reports_paths_and_exit_codes(tmp_path):
+    f = tmp_path / "job.yaml"
+    f.write_text(yaml.safe_dump(base()))
+    cmd = [sys.executable, "-m", "cardiossl.platform.cli", "validate", str(f)]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "valid pretrain job" in ok.stdout
+    bad = subprocess.run(cmd + ["--set", "pretext.params.box_mm=-1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert "pretext.params.box_mm:" in bad.stderr

@@ -1,0 +1,192 @@
+"""Few-shot fine-tuning on a tiny store: splits, transfer modes, results, saved segmenters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cardiossl.platform.config import ConfigError, load_job_dict
+from cardiossl.platform.finetune import (
+    FinetuneError,
+    FinetuneJob,
+    fewshot_split,
+    finetune,
+    init_from_loaded,
+    labelled_subjects,
+    load_segmenter_folder,
+    resolve_init,
+    save_segmenter,
+)
+
+BACKBONE = {"name": "unet", "params": {"depth": 3, "width": 4, "norm": "batch"}}
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store) -> str:
+    """conftest's session store: six synthetic subjects, 64x64 grid at 2.5 mm."""
+    return str(tiny_store)
+
+
+def _job(store: str, tmp_path, **over) -> FinetuneJob:
+    data = {
+        "kind": "finetune", "name": "t", "seed": 0,
+        "cohort": {"store": store, "split": {"test": 2, "val": 1, "seed": 0}},
+        "init": "scratch", "mode": "all", "n_train": 2, "backbone": BACKBONE,
+        "steps": 4, "batch_size": 4, "image_size": 64, "validation": {"every_steps": 2},
+        "augment": {"enabled": True}, "device": "cpu",
+        "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    for k, v in over.items():
+        data[k] = v
+    return load_job_dict(data)
+
+
+def _pretrained(pretext: dict | None = None):
+    """What load_pretrained returns for a freshly initialised backbone (no file needed)."""
+    from cardiossl.backbones import build_backbone
+
+    torch.manual_seed(123)
+    bb = build_backbone(BACKBONE["name"], **BACKBONE["params"])
+    # make the BN running statistics non-default, so "unchanged" is a real check
+    with torch.no_grad():
+        bb.train()
+        bb(torch.randn(4, 1, 64, 64))
+    meta = {"backbone": BACKBONE, "pretext": pretext, "decoder_trained": True}
+    return init_from_loaded("test", bb, None, meta)
+
+
+# -- splits ----------------------------------------------------------------------------------
+def test_split_is_disjoint_fixed_and_nested():
+    ids = [f"s{i:02d}" for i in range(20)]
+    a1 = fewshot_split(ids, test=5, val=3, split_seed=0, n_train=1, seed=0)
+    a5 = fewshot_split(list(reversed(ids)), test=5, val=3, split_seed=0, n_train=5, seed=0)
+    b5 = fewshot_split(ids, test=5, val=3, split_seed=0, n_train=5, seed=1)
+    for s in (a1, a5, b5):
+        assert not set(s["train"]) & set(s["test"])
+        assert not set(s["train"]) & set(s["val"])
+        assert not set(s["val"]) & set(s["test"])
+    assert a1["test"] == a5["test"] == b5["test"] and a1["val"] == a5["val"] == b5["val"]
+    assert a5["train"][:1] == a1["train"]  # nested in N for one seed
+    assert a5["train"] != b5["train"]  # the seed draws the subjects
+    all_ = fewshot_split(ids, test=0.25, val=3, split_seed=0, n_train="all", seed=0)
+    assert len(all_["train"]) == 20 - 5 - 3 and len(all_["test"]) == 5
+
+
+def test_split_refuses_impossible_requests():
+    ids = [f"s{i}" for i in range(6)]
+    with pytest.raises(FinetuneError, match="n_train=5 but only 2"):
+        fewshot_split(ids, test=3, val=1, split_seed=0, n_train=5, seed=0)
+    with pytest.raises(FinetuneError, match="cannot hold"):
+        fewshot_split(ids, test=4, val=2, split_seed=0, n_train=1, seed=0)
+
+
+def test_config_rejects_meaningless_combinations(tmp_path):
+    with pytest.raises(ConfigError, match="mode: mode 'decoder' freezes a pretrained encoder"):
+        _job("/x", tmp_path, mode="decoder")
+    with pytest.raises(ConfigError, match="cohort.split.test|test set"):
+        _job("/x", tmp_path, cohort={"store": "/x", "split": {"test": 0}})
+    with pytest.raises(ConfigError, match="n_train"):
+        _job("/x", tmp_path, n_train=0)
+
+
+# -- training --------------------------------------------------------------------------------
+def test_scratch_trial_reports_per_subject_metrics_and_saves(store, tmp_path):
+    job = _job(store, tmp_path)
+    res = finetune(job, init=None)
+    assert labelled_subjects(store) == sorted(res.split["test"] + res.split["val"] + res.split["pool"])
+    assert sorted(r["subject_id"] for r in res.per_subject) == res.split["test"]
+    assert {r["phase"] for r in res.per_phase} == {"ed", "es"}
+    for k in ("test_dice_mean", "test_dice_lv_cavity", "test_hd95_mean"):
+        assert np.isfinite(res.metrics[k])
+    assert 0.0 <= res.metrics["test_dice_mean"] <= 1.0
+    assert res.metrics["n_train_subjects"] == 2 and [h["step"] for h in res.history] == [2, 4]
+    # the saved segmenter reloads to the same function, without pickles
+    folder = save_segmenter(res.model(), res.spec, tmp_path / "seg")
+    assert not list(folder.glob("*.pt")) and (folder / "model.safetensors").is_file()
+    model, spec = load_segmenter_folder(folder)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), res.model()(x))
+    assert spec["image_size"] == 64 and spec["spacing_mm"] == 2.5
+
+
+def test_decoder_mode_leaves_the_encoder_bit_identical(store, tmp_path):
+    init = _pretrained()
+    res = finetune(_job(store, tmp_path, init="test-init", mode="decoder"), init=init)
+    enc = {k: v for k, v in init.backbone_state.items() if k.startswith("encoder.")}
+    assert enc and any("running_mean" in k for k in enc)
+    for k, v in enc.items():
+        assert torch.equal(res.state_dict[f"backbone.{k}"], v), k
+    dec_changed = [k for k, v in init.backbone_state.items()
+                   if k.startswith("decoder.") and v.is_floating_point()
+                   and not torch.equal(res.state_dict[f"backbone.{k}"], v)]
+    assert dec_changed
+
+
+def test_all_mode_starts_from_the_pretrained_weights_and_trains_them(store, tmp_path):
+    init = _pretrained()
+    job = _job(store, tmp_path, init="test-init", mode="all", steps=2, validation={"every_steps": 1})
+    res = finetune(job, init=init)
+    changed = [k for k, v in init.backbone_state.items() if k.startswith("encoder.") and v.is_floating_point()
+               and not torch.equal(res.state_dict[f"backbone.{k}"], v)]
+    assert changed
+    # one step from the pretrained weights stays close to them; a random init would not
+    w = "encoder.stages.0.0.weight"
+    assert torch.allclose(res.state_dict[f"backbone.{w}"], init.backbone_state[w], atol=0.05)
+
+
+def test_multitask_adds_the_pretext_loss_on_unlabelled_slices(store, tmp_path):
+    init = _pretrained(pretext={"name": "rotation", "params": {}})
+    job = _job(store, tmp_path, init="test-init", mode="multitask",
+               multitask={"weight": 0.5, "batch_size": 4, "max_slices": 16})
+    res = finetune(job, init=init)
+    assert all(np.isfinite(h["pretext_loss"]) for h in res.history)
+    assert "pretext_loss" in res.history[-1] and res.metrics["n_train_subjects"] == 2
+
+
+def test_resolve_init_reads_a_saved_pretrained_folder(tmp_path):
+    from cardiossl.backbones import build_backbone
+    from cardiossl.platform.models import save_pretrained
+
+    bb = build_backbone(BACKBONE["name"], **BACKBONE["params"])
+    folder = save_pretrained(tmp_path / "pre", bb, None, backbone=BACKBONE,
+                             pretext={"name": "rotation", "params": {}}, decoder_trained=False)
+    init = resolve_init(str(folder))
+    assert init.backbone == BACKBONE and init.pretext["name"] == "rotation"
+    assert init.decoder_pretrained is False
+    assert torch.equal(init.backbone_state["encoder.stages.0.0.weight"], bb.state_dict()["encoder.stages.0.0.weight"])
+
+
+def test_decoder_not_pretrained_is_not_loaded(store, tmp_path):
+    init = _pretrained()
+    init.decoder_pretrained = False
+    res = finetune(_job(store, tmp_path, init="x", mode="decoder", steps=1, validation={"every_steps": 1}), init=init)
+    k = "decoder.blocks.0.0.weight"
+    assert not torch.allclose(res.state_dict[f"backbone.{k}"], init.backbone_state[k])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_finetune_yaml(ray_cluster, tiny_store, tmp_path):
+    """`ray job submit --working-dir . -- jobs/finetune_fewshot.yaml`: one tracked run, registered."""
+    from mlflow import MlflowClient
+
+    from cardiossl.platform.predict import load_segmenter
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sets = {"cohort.store": str(tiny_store), "cohort.split": "{test: 2, val: 1, seed: 0}", "n_train": 2,
+            "backbone.params": "{depth: 3, width: 4}", "steps": 3, "batch_size": 4, "image_size": 32,
+            "validation.every_steps": 1, "mlflow.tracking_uri": uri, "mlflow.experiment": "ft-submit",
+            "mlflow.registered_model": "seg-submit", "mlflow.alias": "champion"}
+    entry = ["jobs/finetune_fewshot.yaml", "--no-progress"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    status, logs = ray_cluster.submit(entry, f"ft-{tmp_path.name[-12:]}")
+    assert status == "SUCCEEDED", logs[-4000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("ft-submit").experiment_id])
+    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test_dice_mean"] <= 1.0
+    assert run.data.params["cohort.store"] == str(tiny_store)
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/per_subject.csv" in arts
+    model, spec = load_segmenter("models:/seg-submit@champion", tracking_uri=uri)
+    assert spec["image_size"] == 32 and spec["n_train"] == 2

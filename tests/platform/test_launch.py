@@ -1,0 +1,137 @@
+"""The driver on a real local Ray cluster: `ray job submit` of an executable job YAML, worker
+failure and resume, an `mlflow server` tracking URI, and a two-node cluster.
+
+These start real processes (``ray start``, ``ray job submit``, ``mlflow server``) and train for a
+few steps; on a 2-core machine each job takes one to three minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, VENV_BIN, tiny_pretrain_overrides
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def entrypoint(job: str, sets: list[str]) -> list[str]:
+    return [f"jobs/{job}"] + [a for s in sets for a in ("--set", s)]
+
+
+def one_run(uri: str, experiment: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment} missing"
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return client, runs[0]
+
+
+def steps_of(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_ray_job_submit_runs_the_executable_yaml_and_registers_the_encoder(ray_cluster, tiny_store, tmp_path):
+    exp = f"submit-{uuid.uuid4().hex[:6]}"
+    sets = tiny_pretrain_overrides(tiny_store, tmp_path, **{"mlflow.experiment": exp,
+                                                             "mlflow.registered_model": f"enc-{exp}",
+                                                             "mlflow.system_metrics": "true",
+                                                             "mlflow.system_metrics_interval_s": 1})
+    status, logs = ray_cluster.submit(entrypoint("pretrain_position.yaml", sets), f"t-{exp}")
+    assert status == "SUCCEEDED", logs[-4000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, run = one_run(uri, exp)
+    rid = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert str(tmp_path / "mlartifacts") in run.info.artifact_uri  # not in the job's temporary copy
+    assert run.data.params["optim.lr"] and run.data.params["pretext.name"] == "position"
+    assert run.data.params["cohort.store"] == str(tiny_store)
+    assert steps_of(client, rid, "train/loss") == list(range(1, 9))
+    for key in ("train/lr", "train/images_per_s", "train/mean_iou", "val/loss", "val/mean_iou"):
+        assert key in run.data.metrics, key
+    assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)
+    arts = {a.path for d in ("job", "cohort", "figures", "pretrained") for a in client.list_artifacts(rid, d)}
+    assert {"job/resolved.yaml", "cohort/fingerprint.json", "figures/validation_predictions.png",
+            "pretrained/encoder.safetensors", "pretrained/model.json"} <= arts
+    mv = client.get_model_version_by_alias(f"enc-{exp}", "current")
+    assert mv.run_id == rid
+    for tag in ("pretext", "cohort_fingerprint", "config_hash", "git_commit"):
+        assert mv.tags.get(tag), tag
+    assert mv.tags["pretext"] == "position" and mv.tags["decoder_trained"] == "true"
+
+    from cardiossl.platform.models import load_pretrained
+
+    backbone, head, meta = load_pretrained(f"models:/enc-{exp}@current", tracking_uri=uri)
+    assert meta["val_metrics"]["loss"] == pytest.approx(run.data.metrics["val/loss"])
+    assert head is not None and meta["pretext"]["name"] == "position"
+
+
+def test_a_worker_failure_resumes_from_the_last_checkpoint_in_one_mlflow_run(ray_cluster, tiny_store, tmp_path):
+    exp = f"fault-{uuid.uuid4().hex[:6]}"
+    sets = tiny_pretrain_overrides(tiny_store, tmp_path, **{
+        "mlflow.experiment": exp, "mlflow.registered_model": "null", "steps": 10,
+        "scaling.num_workers": 2, "checkpoint.every_steps": 4, "checkpoint.max_failures": 1,
+        "debug.fail_at_step": 7, "debug.fail_rank": 1, "checkpoint.run_name": f"run-{exp}",
+    })
+    status, logs = ray_cluster.submit(entrypoint("pretrain_rotation.yaml", sets), f"t-{exp}")
+    assert status == "SUCCEEDED", logs[-4000:]
+    assert "InjectedFault" in logs  # rank 1 did raise ...
+    run_dir = tmp_path / "ray_results" / f"run-{exp}"
+    assert (run_dir / ".fault_injected_rank1_step7_0").exists()
+    client, run = one_run(f"sqlite:///{tmp_path / 'mlflow.db'}", exp)  # ... and it stayed one run
+    assert run.info.status == "FINISHED"
+    assert steps_of(client, run.info.run_id, "train/loss") == list(range(1, 11))  # no gap, no duplicate
+    assert steps_of(client, run.info.run_id, "train/accuracy") == list(range(1, 11))
+    local = client.download_artifacts(run.info.run_id, "metrics/final.json", str(tmp_path))
+    final = json.loads(Path(local).read_text())
+    assert final["step"] == 10
+    record = json.loads((run_dir / "cardiossl_run.json").read_text())
+    assert record["run_id"] == run.info.run_id
+
+
+def test_cardiossl_pretrain_joins_the_cluster_and_tracks_to_an_mlflow_server(
+        ray_cluster, mlflow_server, tiny_store, tmp_path):
+    exp = f"server-{uuid.uuid4().hex[:6]}"
+    sets = tiny_pretrain_overrides(tiny_store, tmp_path, "context", **{
+        "mlflow.experiment": exp, "mlflow.tracking_uri": mlflow_server.uri,
+        "mlflow.registered_model": f"ctx-{exp}", "steps": 4, "checkpoint.every_steps": 2})
+    cmd = [str(VENV_BIN / "cardiossl"), "pretrain", "jobs/pretrain_context.yaml",
+           "--address", ray_cluster.gcs_address] + [a for s in sets for a in ("--set", s)]
+    out = subprocess.run(cmd, cwd=REPO, env=ray_cluster.env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    client, run = one_run(mlflow_server.uri, exp)
+    assert summary["run_id"] == run.info.run_id and summary["model_version"] == "1"
+    assert steps_of(client, run.info.run_id, "train/psnr") == [1, 2, 3, 4]
+    # artifacts went through the server's proxy into its artifact root, not into a local folder
+    assert any(Path(mlflow_server.artifacts).rglob("encoder.safetensors"))
+
+    from cardiossl.platform.models import load_pretrained
+
+    backbone, head, meta = load_pretrained(f"models:/ctx-{exp}@current", tracking_uri=mlflow_server.uri)
+    assert meta["pretext"]["name"] == "context" and meta["step"] == 4
+
+
+def test_two_node_cluster_places_workers_on_both_nodes_and_resumes(ray_cluster, tiny_store, tmp_path):
+    if len(ray_cluster.nodes()) < 2:
+        ray_cluster.add_node(num_cpus=2, resources={"second_node": 2})
+    exp = f"nodes-{uuid.uuid4().hex[:6]}"
+    sets = tiny_pretrain_overrides(tiny_store, tmp_path, **{
+        "mlflow.experiment": exp, "mlflow.registered_model": "null", "steps": 8,
+        "scaling.num_workers": 2, "scaling.placement_strategy": "STRICT_SPREAD",
+        "checkpoint.every_steps": 4, "debug.fail_at_step": 6, "debug.fail_rank": 0,
+    })
+    status, logs = ray_cluster.submit(entrypoint("pretrain_position.yaml", sets), f"t-{exp}")
+    assert status == "SUCCEEDED", logs[-4000:]
+    client, run = one_run(f"sqlite:///{tmp_path / 'mlflow.db'}", exp)
+    nodes = json.loads(run.data.tags["worker_nodes"])
+    assert len(nodes) == 2 and len(set(nodes)) == 2, nodes
+    assert "InjectedFault" in logs
+    assert steps_of(client, run.info.run_id, "train/loss") == list(range(1, 9))

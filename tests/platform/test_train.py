@@ -1,0 +1,140 @@
+"""The per-worker loop without Ray: it learns, it checkpoints, and a resumed run continues exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cardiossl.platform.config import load_job
+from cardiossl.platform.tracking import MemoryTracker
+from cardiossl.platform.train import (
+    InjectedFault,
+    LocalSession,
+    LRSchedule,
+    MetricBuffer,
+    SkipSampler,
+    collate,
+    run_pretraining,
+    split_cohort,
+)
+
+from conftest import tiny_pretrain_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and polite on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
+def job_for(store, root, pretext="position", **extra):
+    return load_job(REPO / "jobs" / f"pretrain_{pretext}.yaml", tiny_pretrain_overrides(store, root, pretext, **extra))
+
+
+def test_loss_decreases_on_a_tiny_store(tiny_store, tmp_path):
+    job = job_for(tiny_store, tmp_path, steps=40, batch_size=8, **{"optim.lr": 0.01, "augment.enabled": "false",
+                                                                  "checkpoint.every_steps": 20})
+    tracker = MemoryTracker()
+    res = run_pretraining(job, LocalSession(tmp_path / "run"), tracker)
+    losses = [v for _, v in tracker.history("train/loss")]
+    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 41))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert res.step == 40
+    for key in ("train/lr", "train/images_per_s", "train/pixel_accuracy", "val/loss", "val/mean_iou"):
+        assert tracker.history(key), key
+    assert np.isfinite(res.val_metrics["loss"])
+
+
+@pytest.mark.parametrize("loader_workers", [0, 1])
+def test_resume_from_checkpoint_continues_exactly(tiny_store, tmp_path, loader_workers):
+    # batch 16: 7 batches per epoch on this store, so the run crosses an epoch boundary after the restart
+    extra = {"steps": 10, "batch_size": 16, "checkpoint.every_steps": 3, "validation.every_steps": 5,
+             "loader.num_workers": loader_workers}
+    # uninterrupted
+    ref_tracker = MemoryTracker()
+    ref = run_pretraining(job_for(tiny_store, tmp_path / "a", **extra), LocalSession(tmp_path / "a/run"), ref_tracker)
+    # the same job, rank 0 raises at step 8 (after the step-6 checkpoint), then the run is restarted
+    job = job_for(tiny_store, tmp_path / "b", **extra, **{"debug.fail_at_step": 8})
+    session = LocalSession(tmp_path / "b/run", num_to_keep=2)
+    tracker = MemoryTracker()
+    with pytest.raises(InjectedFault):
+        run_pretraining(job, session, tracker)
+    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 7))  # only what a checkpoint covers
+    assert sorted(p.name for p in Path(session.run_dir).glob("checkpoint_*")) == [
+        "checkpoint_00000003", "checkpoint_00000006"]
+    res = run_pretraining(job, session, tracker)  # the marker file stops a second failure
+    assert res.resumed_from == 6 and res.step == 10
+    # same weights, bit for bit, and the same metric history without gaps or duplicates
+    for (k, a), (_, b) in zip(ref.model.state_dict().items(), res.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    epochs = [v for _, v in tracker.history("train/epoch")]
+    assert epochs == [v for _, v in ref_tracker.history("train/epoch")] and epochs[-1] > 1
+    assert tracker.history("train/loss") == ref_tracker.history("train/loss")
+    assert tracker.history("val/loss") == ref_tracker.history("val/loss")
+    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 11))
+    assert len(list(Path(session.run_dir).glob("checkpoint_*"))) == 2  # num_to_keep
+
+
+def test_epochs_mode_and_rotation_without_decoder(tiny_store, tmp_path):
+    job = job_for(tiny_store, tmp_path, "rotation", steps="null", epochs=1, batch_size=16)
+    res = run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
+    n_train = len(split_cohort(job)["train"])
+    assert n_train == 5 and res.step > 1
+    assert "accuracy" in res.val_metrics
+    assert res.pretext.uses_decoder is False
+
+
+def test_a_checkpoint_from_another_config_is_refused(tiny_store, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    run_pretraining(job_for(tiny_store, tmp_path, steps=4), session, MemoryTracker())
+    with pytest.raises(ValueError, match="different config"):
+        run_pretraining(job_for(tiny_store, tmp_path, steps=4, **{"optim.lr": 0.5}), session, MemoryTracker())
+
+
+def test_too_small_a_cohort_for_the_batch_is_a_clear_error(tiny_store, tmp_path):
+    job = job_for(tiny_store, tmp_path, batch_size=4096)
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
+
+
+def test_split_is_subject_level_and_deterministic(tiny_store, tmp_path):
+    job = job_for(tiny_store, tmp_path, **{"cohort.split": "{val: 2, test: 1, seed: 3}"})
+    a, b = split_cohort(job), split_cohort(job)
+    assert a == b
+    assert (len(a["train"]), len(a["val"]), len(a["test"])) == (3, 2, 1)
+    assert not (set(a["train"]) & set(a["val"])) and not (set(a["val"]) & set(a["test"]))
+
+
+def test_schedule_warmup_and_cosine_end():
+    s = LRSchedule(total_steps=100, warmup_steps=10, name="cosine", min_lr_ratio=0.1)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
+    assert s(10) == pytest.approx(1.0) and s(100) == pytest.approx(0.1)
+    assert s(55) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert LRSchedule(100, 0, "linear")(50) == pytest.approx(0.5)
+    assert LRSchedule(100, 0, "constant")(99) == 1.0
+
+
+def test_metric_buffer_flush_skips_steps_already_logged():
+    buf = MetricBuffer()
+    for s in (1, 2, 3):
+        buf.add(s, {"train/loss": float(s)})
+    buf = MetricBuffer.from_json(buf.to_json())
+    t = MemoryTracker()
+    t.log_metrics({"train/loss": 1.0}, 1)
+    assert buf.flush(t, floor=t.last_step("train/loss")) == 3
+    assert [s for s, _ in t.history("train/loss")] == [1, 2, 3]
+
+
+def test_skip_sampler_and_collate():
+    assert list(SkipSampler(range(10), 4)) == [4, 5, 6, 7, 8, 9] and len(SkipSampler(range(10), 4)) == 6
+    batch = collate([{"a": np.zeros((1, 2, 2), np.float32), "b": 1, "c": "x", "d": None, "e": 0.5},
+                     {"a": np.ones((1, 2, 2), np.float32), "b": 2, "c": "y", "d": None, "e": float("nan")}])
+    assert batch["a"].shape == (2, 1, 2, 2) and batch["b"].tolist() == [1, 2]
+    assert batch["c"] == ["x", "y"] and "d" not in batch and batch["e"].dtype == torch.float64
