@@ -32,13 +32,7 @@ app = typer.Typer(
 )
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"cardiossl.platform.commands.{_name}")
-    except ModuleNotFoundError as _exc:  # a command whose module is not part of this install
-        if _exc.name != f"cardiossl.platform.commands.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"cardiossl.platform.commands.{_name}").register(app)
 
 
 def main() -> None:
