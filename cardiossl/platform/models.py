@@ -126,9 +126,6 @@ def resolve_model_dir(ref: str, tracking_uri: str | None = None, dst: str | os.P
             "runs:/RUN_ID/pretrained or a local folder"
         )
     dst = str(dst) if dst is not None else tempfile.mkdtemp(prefix="cardiossl-model-")
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
     try:
         if ref.startswith("models:/"):
             from mlflow import MlflowClient

@@ -538,7 +538,7 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
 
     console = console or Console()
     mlflow.set_tracking_uri(job.mlflow.tracking_uri)
-    client = MlflowClient(job.mlflow.tracking_uri)
+    client = MlflowClient(job.mlflow.tracking_uri, registry_uri=job.mlflow.tracking_uri)
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         job.mlflow.experiment, artifact_location=default_artifact_location(job.mlflow.tracking_uri))

@@ -96,7 +96,7 @@ class MlflowTracker(NullTracker):
 
         self.run_id = run_id
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self._monitor = None
         if system_metrics:
             try:
@@ -184,7 +184,7 @@ def create_run(tracking_uri: str, experiment: str, run_name: str | None = None,
     """Create (or reuse) the experiment and a new run; return its id. Driver only."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         exp_id = client.create_experiment(
@@ -198,7 +198,7 @@ def create_run(tracking_uri: str, experiment: str, run_name: str | None = None,
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     from mlflow import MlflowClient
 
-    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+    MlflowClient(tracking_uri, registry_uri=tracking_uri).set_terminated(run_id, status=status)
 
 
 def log_job_record(tracker, job, fingerprint: dict | None = None, extra_params: dict | None = None) -> None:

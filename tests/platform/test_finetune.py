@@ -182,7 +182,7 @@ def test_ray_job_submit_runs_the_finetune_yaml(ray_cluster, tiny_store, tmp_path
     entry = ["jobs/finetune_fewshot.yaml", "--no-progress"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     status, logs = ray_cluster.submit(entry, f"ft-{tmp_path.name[-12:]}")
     assert status == "SUCCEEDED", logs[-4000:]
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ft-submit").experiment_id])
     assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test_dice_mean"] <= 1.0
     assert run.data.params["cohort.store"] == str(tiny_store)

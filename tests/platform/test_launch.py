@@ -26,7 +26,7 @@ def entrypoint(job: str, sets: list[str]) -> list[str]:
 def one_run(uri: str, experiment: str):
     from mlflow import MlflowClient
 
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"experiment {experiment} missing"
     runs = client.search_runs([exp.experiment_id])

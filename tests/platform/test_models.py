@@ -69,7 +69,7 @@ def test_registry_alias_and_run_id_load_the_same_weights(tmp_path):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
     run_id = client.create_run(exp).info.run_id
     backbone, head, pre = _modules()
@@ -85,10 +85,15 @@ def test_registry_alias_and_run_id_load_the_same_weights(tmp_path):
     assert client.get_model_version("enc", "1").tags["pretext"] == "position"
     x = torch.randn(1, 1, 32, 32)
     ref = pre.forward(backbone, head, x)
+    import mlflow
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
     for ref_str in ("models:/enc@current", "models:/enc/1", "models:/enc/latest", run_id):
         b, h, meta = load_pretrained(ref_str, tracking_uri=uri)
         assert torch.equal(pre.forward(b.eval(), h.eval(), x), ref), ref_str
         assert meta["source"] == ref_str
+    # Loading from one tracking URI must not redirect later clients of another process-wide.
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
 
 
 def test_registered_encoder_reproduces_the_logged_validation_metric(tiny_store, tmp_path):
@@ -118,8 +123,8 @@ def test_registered_encoder_reproduces_the_logged_validation_metric(tiny_store, 
     version = register_pretrained(uri, run_id, "ctx-enc", alias="current")
     # artifacts live beside the database, not under whatever the current directory was
     assert (tmp_path / "mlartifacts").is_dir()
-    assert str(tmp_path / "mlartifacts") in MlflowClient(uri).get_run(run_id).info.artifact_uri
-    client = MlflowClient(uri)
+    assert str(tmp_path / "mlartifacts") in MlflowClient(uri, registry_uri=uri).get_run(run_id).info.artifact_uri
+    client = MlflowClient(uri, registry_uri=uri)
     logged = client.get_run(run_id).data.metrics  # latest value per key
     assert logged["val/loss"] == pytest.approx(res.val_metrics["loss"])
     arts = {a.path for a in client.list_artifacts(run_id, "figures")}

@@ -200,7 +200,7 @@ def test_tiny_study_end_to_end_on_ray(ray_cluster, tiny_store, tmp_path):
     finally:
         ray.shutdown()
     assert not out["failures"]
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     exp = client.get_experiment_by_name("fewshot-test")
     children = client.search_runs([exp.experiment_id],
                                   f"tags.mlflow.parentRunId = '{out['parent_run_id']}'")
