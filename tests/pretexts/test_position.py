@@ -89,7 +89,7 @@ def test_traces_match_the_hand_built_lines(scene):
         d_px = d_mm / scene.spacing
         d_px /= np.linalg.norm(d_px)
         assert abs(abs(d_px @ scene.px_dir(scene.w[view])) - 1) < 1e-9
-        # Same line as the lead's geometry.trace_in_slice.
+        # Same line as geometry.trace_in_slice.
         p2, d2 = trace_in_slice(scene.sa, Plane.from_vector(scene.la[k]))
         assert abs(abs(d2 @ d_px) - 1) < 1e-9
         delta = p2 - p
