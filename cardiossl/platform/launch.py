@@ -133,9 +133,7 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
             )
         run_id = record["run_id"]
         say(f"cardiossl: resuming Ray Train run {run_name} and MLflow run {run_id}")
-        from mlflow import MlflowClient
-
-        MlflowClient(uri, registry_uri=uri).update_run(run_id, status="RUNNING")
+        tracking.mlflow_client(uri).update_run(run_id, status="RUNNING")
     else:
         run_name = run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         tags = {"pretext": job.pretext.name, "cohort_fingerprint": fp_hash, "config_hash": cfg_hash,

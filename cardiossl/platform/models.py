@@ -128,9 +128,9 @@ def resolve_model_dir(ref: str, tracking_uri: str | None = None, dst: str | os.P
     dst = str(dst) if dst is not None else tempfile.mkdtemp(prefix="cardiossl-model-")
     try:
         if ref.startswith("models:/"):
-            from mlflow import MlflowClient
+            from .tracking import mlflow_client
 
-            client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+            client = mlflow_client(tracking_uri)
             name, version = _parse_models_uri(ref)
             if version.startswith("@"):
                 mv = client.get_model_version_by_alias(name, version[1:])
@@ -184,10 +184,11 @@ def register_pretrained(tracking_uri: str, run_id: str, name: str, *, alias: str
 
     Returns the version. The source is the run's artifact folder, so the registry never holds a
     pickled model."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    from .tracking import mlflow_client
+
+    client = mlflow_client(tracking_uri)
     try:
         client.create_registered_model(name, description="cardiossl pretrained backbones (safetensors + model.json)")
     except MlflowException as exc:

@@ -440,12 +440,13 @@ def pretrain_identity(pjob) -> dict[str, str]:
 def find_matching_pretrained(pjob) -> str | None:
     """``models:/NAME/VERSION`` of the newest registered version pretrained with this exact config
     on this exact cohort (tags written by ``launch``), or None."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from .tracking import mlflow_client
 
     ident = pretrain_identity(pjob)
     name = pjob.mlflow.registered_model
-    client = MlflowClient(pjob.mlflow.tracking_uri, registry_uri=pjob.mlflow.tracking_uri)
+    client = mlflow_client(pjob.mlflow.tracking_uri)
     try:
         versions = client.search_model_versions(f"name = '{name}'")
     except MlflowException:
@@ -527,18 +528,15 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
 
 def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -> dict:
     """Run the whole study; returns {"parent_run_id", "files", "rows", "paired", "champion"}."""
-    import mlflow
-    from mlflow import MlflowClient
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .config import config_hash
     from .finetune import labelled_subjects, resolve_init, save_segmenter
-    from .tracking import default_artifact_location
+    from .tracking import default_artifact_location, mlflow_client
 
     console = console or Console()
-    mlflow.set_tracking_uri(job.mlflow.tracking_uri)
-    client = MlflowClient(job.mlflow.tracking_uri, registry_uri=job.mlflow.tracking_uri)
+    client = mlflow_client(job.mlflow.tracking_uri)
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
         job.mlflow.experiment, artifact_location=default_artifact_location(job.mlflow.tracking_uri))

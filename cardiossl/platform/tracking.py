@@ -92,11 +92,9 @@ class MlflowTracker(NullTracker):
 
     def __init__(self, run_id: str, tracking_uri: str | None = None, system_metrics: bool = False,
                  sampling_interval: float = 10.0) -> None:
-        from mlflow import MlflowClient
-
         self.run_id = run_id
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        self.client = mlflow_client(tracking_uri)
         self._monitor = None
         if system_metrics:
             try:
@@ -169,6 +167,16 @@ def make_tracker(rank: int, run_id: str | None, tracking_uri: str | None, system
 # --------------------------------------------------------------------------------------------
 # driver side
 # --------------------------------------------------------------------------------------------
+def mlflow_client(tracking_uri: str | None):
+    """An MlflowClient whose Model Registry is the same store as its tracking URI.
+
+    Without an explicit ``registry_uri`` MLflow takes the registry from process-wide state
+    (``mlflow.set_registry_uri``, the environment), so a client could read another database's registry."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri)
+
+
 def default_artifact_location(tracking_uri: str) -> str | None:
     """``<folder of the sqlite db>/mlartifacts`` for a sqlite URI; None (the server decides) else.
 
@@ -182,9 +190,7 @@ def default_artifact_location(tracking_uri: str) -> str | None:
 def create_run(tracking_uri: str, experiment: str, run_name: str | None = None,
                tags: dict | None = None, artifact_location: str | None = None) -> str:
     """Create (or reuse) the experiment and a new run; return its id. Driver only."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         exp_id = client.create_experiment(
@@ -196,9 +202,7 @@ def create_run(tracking_uri: str, experiment: str, run_name: str | None = None,
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient(tracking_uri, registry_uri=tracking_uri).set_terminated(run_id, status=status)
+    mlflow_client(tracking_uri).set_terminated(run_id, status=status)
 
 
 def log_job_record(tracker, job, fingerprint: dict | None = None, extra_params: dict | None = None) -> None:
