@@ -133,7 +133,7 @@ def main(argv=None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="cardiossl-bench-train-"))
     store = args.store or build_store(root / "cohort.zarr", args.subjects, args.grid)
-    ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}})
     try:
         job1 = make_job(store, root, args, 1, "bench1")

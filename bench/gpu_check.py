@@ -113,7 +113,7 @@ def nccl_check(use_gpu: bool) -> dict:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         started = not ray.is_initialized()
         if started:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
         try:
             storage = tempfile.mkdtemp(prefix="gpu-check-ray-")
             res = TorchTrainer(loop, torch_config=TorchConfig(backend=want),

@@ -37,7 +37,16 @@ DASH_PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)
 setsid ray start --head --block --port "$RAY_PORT" --dashboard-port "$DASH_PORT" --dashboard-host 127.0.0.1 \
     --num-cpus 2 --disable-usage-stats >"$CARDIOSSL_HOME/ray-head.log" 2>&1 &
 RAY_PID=$!
-trap 'kill -TERM -- -$RAY_PID 2>/dev/null || true' EXIT
+# Stop our head by its process group (not `ray stop`, which stops every local cluster): SIGTERM,
+# then SIGKILL whatever outlives 15 s (the GCS server can), and drop the pointer file it leaves so
+# later commands do not try to join a cluster that is gone.
+stop_head() {
+    kill -TERM -- -"$RAY_PID" 2>/dev/null || return 0
+    for _ in $(seq 15); do kill -0 -- -"$RAY_PID" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- -"$RAY_PID" 2>/dev/null || true
+    if grep -qs ":$RAY_PORT\$" /tmp/ray/ray_current_cluster; then rm -f /tmp/ray/ray_current_cluster; fi
+}
+trap stop_head EXIT
 JOBS_ADDRESS="http://127.0.0.1:$DASH_PORT"  # the job API (dashboard)
 for _ in $(seq 120); do
     ray job list --address "$JOBS_ADDRESS" >/dev/null 2>&1 && break

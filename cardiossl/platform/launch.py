@@ -94,12 +94,29 @@ def _init_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
         return
-    try:
-        ray.init(address="auto", log_to_driver=True)
-        print("cardiossl: joined the running local Ray cluster")
-    except (ConnectionError, RuntimeError, ValueError):
-        ray.init(include_dashboard=False, log_to_driver=True)
+    running = _running_local_cluster()
+    if running:
+        ray.init(address=running, log_to_driver=True)
+        print(f"cardiossl: joined the running local Ray cluster at {running}")
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
         print("cardiossl: started a local Ray instance (stops when this command ends)")
+
+
+def _running_local_cluster(pointer: str = "/tmp/ray/ray_current_cluster") -> str | None:
+    """The GCS address of the local cluster that ``ray start`` recorded, if it still answers.
+
+    ``ray.init(address="auto")`` trusts that file and waits forever when the cluster it names was
+    stopped without ``ray stop`` (a killed head leaves it behind)."""
+    import socket
+
+    try:
+        address = open(pointer).read().strip()
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=2):
+            return address
+    except (OSError, ValueError):
+        return None
 
 
 def launch(job: PretrainJob, *, address: str | None = None, register: bool = True,

@@ -488,7 +488,8 @@ def _connect_ray(cfg: StudyRay):
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": a new instance even where /tmp/ray still names a cluster that has since stopped
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
     return ray
 
 
