@@ -6,7 +6,7 @@ through ``cardiossl.heads`` (a factory or class; the entry-point name is the reg
 
 from __future__ import annotations
 
-from ..platform.registry import Registry
+from cardiossl.registry import Registry
 from . import heads as _heads
 from . import unet as _unet
 

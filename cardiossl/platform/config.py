@@ -33,7 +33,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .registry import Registry, RegistryError
+from cardiossl.registry import Registry, RegistryError
 
 __all__ = [
     "ConfigError",

@@ -6,7 +6,7 @@ Third-party packages add pretexts through the entry-point group ``cardiossl.pret
 
 from __future__ import annotations
 
-from ..platform.registry import Registry
+from cardiossl.registry import Registry
 from .base import Pretext, PretextConfig, PretextConfigError, TargetSpec
 
 PRETEXTS: Registry[type[Pretext]] = Registry("pretext", entry_point_group="cardiossl.pretexts")

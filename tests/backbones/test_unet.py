@@ -7,7 +7,7 @@ import torch
 
 from cardiossl.backbones import BACKBONES, build_backbone
 from cardiossl.backbones.unet import UNet, UNetDecoder, UNetEncoder
-from cardiossl.platform.registry import RegistryError
+from cardiossl.registry import RegistryError
 
 
 def test_unet_bai_has_five_scales_16_to_256():

@@ -155,7 +155,7 @@ def test_installed_plugin_trains_through_the_contract(plugin_path):
 
 def test_without_the_package_the_name_is_unknown(plugin_path):
     """This process does not have the package on its path: the lookup lists what exists."""
-    from cardiossl.platform.registry import RegistryError
+    from cardiossl.registry import RegistryError
     from cardiossl.pretexts import PRETEXTS
 
     with pytest.raises(RegistryError, match="unknown pretext 'invert'.*position"):

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from cardiossl.platform.registry import describe
+from cardiossl.registry import describe
 from cardiossl.pretexts import PRETEXTS, Pretext, PretextConfig, PretextConfigError, TargetSpec
 from cardiossl.pretexts.base import sample_meta
 from cardiossl.pretexts.testing import check_contract, example_subject

@@ -1,6 +1,6 @@
 """Cohort layouts on disk, each a registered LayoutReader."""
 
-from ...platform.registry import Registry
+from cardiossl.registry import Registry
 from .base import LayoutReader, ReadError, SubjectSource
 
 READERS: Registry[type[LayoutReader]] = Registry("reader", entry_point_group="cardiossl.readers")

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         from ...datasets.ingest import IngestError, ingest
         from ...datasets.store import StoreError
-        from ..registry import RegistryError
+        from cardiossl.registry import RegistryError
 
         err = Console(stderr=True)
         try:

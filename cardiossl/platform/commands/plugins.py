@@ -11,7 +11,7 @@ def collect() -> tuple[list[dict], list[str]]:
     """(rows of kind/name/source/description, errors of registries that failed to load)."""
     import importlib
 
-    from ..registry import RegistryError, describe
+    from cardiossl.registry import RegistryError, describe
 
     registries = [
         ("pretext", "cardiossl.pretexts", "PRETEXTS"),

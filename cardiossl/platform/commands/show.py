@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         """Draw a subject's slices with the pretext target over them (trace lines, boxes, masks)."""
         from ...pretexts import PRETEXTS, PretextConfigError
         from ...pretexts.figures import render_targets
-        from ..registry import RegistryError
+        from cardiossl.registry import RegistryError
 
         if out.suffix.lower() != ".png":
             raise typer.BadParameter(f"{out}: the figure is written as PNG, use a .png name", param_hint="--out")

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from cardiossl.platform.registry import Registry, RegistryError
+from cardiossl.registry import Registry, RegistryError
 
 
 def test_decorator_registers_under_given_name_and_default_name():
