@@ -21,7 +21,6 @@ the process that uses them (DataLoader workers, Ray workers), never pickled open
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -30,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .store.layout import NO_CHUNK, decode_shard_index, read_layout
+
 log = logging.getLogger(__name__)
-_EMPTY = np.uint64(2**64 - 1)
 
 
 class UnsupportedLayout(ValueError):
@@ -54,40 +54,16 @@ class _ShardedArray:
 
     def __init__(self, path: Path, max_open: int = 64) -> None:
         self.path = path
-        meta = json.loads((path / "zarr.json").read_text())
-        codecs = meta.get("codecs") or []
-        ok = (
-            meta.get("zarr_format") == 3
-            and meta.get("chunk_grid", {}).get("name") == "regular"
-            and meta.get("chunk_key_encoding", {}).get("name") == "default"
-            and meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/") == "/"
-            and len(codecs) == 1
-            and codecs[0].get("name") == "sharding_indexed"
-        )
-        if ok:
-            cfg = codecs[0]["configuration"]
-            inner = cfg.get("codecs") or []
-            index_codecs = cfg.get("index_codecs") or []
-            ok = (
-                cfg.get("index_location", "end") == "end"
-                and len(inner) == 2
-                and inner[0].get("name") == "bytes"
-                and (inner[0].get("configuration") or {}).get("endian", "little") == "little"
-                and inner[1].get("name") == "blosc"
-                and [c.get("name") for c in index_codecs] == ["bytes", "crc32c"]
-                and index_codecs[0].get("configuration", {}).get("endian", "little") == "little"
-            )
-        if not ok:
+        layout = read_layout(path)
+        if layout is None or not layout.sharded:
             raise UnsupportedLayout(f"{path}: not the cohort store's sharded blosc layout")
-        self.shape = tuple(meta["shape"])
-        self.dtype = np.dtype(meta["data_type"]).newbyteorder("<")
-        self.shard = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
-        chunk = cfg["chunk_shape"]
-        if list(chunk) != [1, *self.shape[1:]]:
-            raise UnsupportedLayout(f"{path}: chunk shape {chunk} is not one slice")
-        self.fill = np.full(self.shape[1:], meta.get("fill_value", 0), dtype=self.dtype)
+        self.layout = layout
+        self.shape = layout.shape
+        self.dtype = layout.dtype
+        self.shard = layout.chunk_rows
+        self.fill = np.full(self.shape[1:], layout.fill_value, dtype=self.dtype)
         self.fill.setflags(write=False)
-        self._nbytes_index = self.shard * 16 + 4
+        self._nbytes_index = layout.index_nbytes
         self._open: OrderedDict[int, tuple[int, np.ndarray] | None] = OrderedDict()
         self._max_open = max_open
         self._lock = threading.Lock()
@@ -97,20 +73,18 @@ class _ShardedArray:
         if s in self._open:
             self._open.move_to_end(s)
             return self._open[s]
-        import google_crc32c
-
-        key = self.path / "c" / str(s) / "0" / "0"
+        key = self.layout.chunk_path(self.path, s)
         try:
             fd = os.open(key, os.O_RDONLY)
         except FileNotFoundError:
             entry = None  # a shard whose chunks are all the fill value is not written
         else:
             size = os.fstat(fd).st_size
-            raw = os.pread(fd, self._nbytes_index, size - self._nbytes_index)
-            if len(raw) != self._nbytes_index or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            index = decode_shard_index(os.pread(fd, self._nbytes_index, size - self._nbytes_index), self.shard)
+            if index is None:
                 os.close(fd)
                 raise OSError(f"{key}: shard index is truncated or corrupt (crc32c mismatch)")
-            entry = (fd, np.frombuffer(raw[:-4], dtype="<u8").reshape(self.shard, 2))
+            entry = (fd, index)
         self._open[s] = entry
         while len(self._open) > self._max_open:
             _, old = self._open.popitem(last=False)
@@ -127,7 +101,7 @@ class _ShardedArray:
                 return self.fill
             fd, index = entry
             off, nbytes = index[row % self.shard]
-            if off == _EMPTY:
+            if off == NO_CHUNK:
                 return self.fill
             data = os.pread(fd, int(nbytes), int(off))
         raw = blosc.decompress(data)

@@ -48,3 +48,10 @@ def make_subject(
             img = rng.normal(level * 0.6, level / 12, shape).astype(np.float32)
             slices.append(SliceRecord(view, 0, t, img, Plane(centre, r2, normal, spacing), None, phase))
     return SubjectRecord(subject_id, slices, {"seed": seed, "ed_frame": 0, "es_frame": 1, "level": np.float32(level)})
+
+
+def iter_subject_images(store, subject_id: str):
+    """(slice dict, image, label) for every stored slice of one subject (zarr-python reads)."""
+    for s in store.subject_slices(subject_id):
+        image, label = store.read_slice(s["part"], s["row"])
+        yield s, image, label

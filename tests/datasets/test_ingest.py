@@ -25,6 +25,7 @@ from cardiossl.datasets.ingest import IngestError, detect_layout, ingest  # noqa
 from cardiossl.datasets.readers import READERS, SubjectSource  # noqa: E402
 from cardiossl.datasets.readers.acdc import AcdcReader  # noqa: E402
 from cardiossl.datasets.store import CohortStore, StoreError  # noqa: E402
+from store_records import iter_subject_images  # noqa: E402
 
 GRID = dict(grid_size=32, spacing_mm=2.0)
 GEOM = oblique()
@@ -40,7 +41,7 @@ def content(store_path: Path, subjects=None) -> dict:
     out = {}
     for sid in subjects or store.subject_ids():
         rows = []
-        for s, image, label in store.iter_subject_images(sid):
+        for s, image, label in iter_subject_images(store, sid):
             key = (s["view"], s["frame"], s["slice_index"])
             meta = {k: v for k, v in s.items() if k not in ("part", "row")}
             rows.append((key, json.dumps(meta, sort_keys=True), image, label))

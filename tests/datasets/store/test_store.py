@@ -6,6 +6,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from cardiossl.datasets.geometry import Plane
 from cardiossl.datasets.records import RecordError
 from cardiossl.datasets.resample import resample_slice
 from cardiossl.datasets.store import SHARD_SLICES, CohortStore, StoreError, intensity_stats
-from store_records import make_subject
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/datasets: the record builders
+from store_records import make_subject  # noqa: E402
 
 G, SP = 32, 1.5
 
@@ -139,7 +141,7 @@ def test_duplicates_and_bad_ids_leave_the_store_intact(tmp_path, store):
 def test_failure_while_writing_removes_the_part(store, monkeypatch):
     store.write_subjects([make_subject("a", 1)])
     before = _snapshot(store.path)
-    import cardiossl.datasets.store as store_module
+    import cardiossl.datasets.store.parts as store_module
 
     calls = {"n": 0}
     real = store_module.resample_slice
@@ -159,6 +161,7 @@ def test_failure_while_writing_removes_the_part(store, monkeypatch):
 def _crash_writer(path: str, where: str) -> None:
     """Child process: write a part and die by SIGKILL at ``where`` (no cleanup code can run)."""
     import cardiossl.datasets.store as store_module
+    import cardiossl.datasets.store.parts as store_parts
 
     def die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -166,7 +169,7 @@ def _crash_writer(path: str, where: str) -> None:
     if where == "before_commit":
         store_module.CohortStore._commit = die
     else:  # in the middle of the slices
-        real, calls = store_module.resample_slice, {"n": 0}
+        real, calls = store_parts.resample_slice, {"n": 0}
 
         def sometimes(*args, **kwargs):
             calls["n"] += 1
@@ -174,7 +177,7 @@ def _crash_writer(path: str, where: str) -> None:
                 die()
             return real(*args, **kwargs)
 
-        store_module.resample_slice = sometimes
+        store_parts.resample_slice = sometimes
     store_module.CohortStore(path).write_subjects([make_subject("b", 2, n_sa=6), make_subject("c", 3)])
 
 
@@ -273,8 +276,9 @@ def test_fingerprint_and_summary(store):
 
 # ---- direct shard/chunk writes == zarr-python writes; _percentiles == np.percentile ----------------
 
-import cardiossl.datasets.store as store_mod  # noqa: E402
-from cardiossl.datasets.store import _ChunkWriter, _percentiles  # noqa: E402
+import cardiossl.datasets.store.parts as store_mod  # noqa: E402
+from cardiossl.datasets.store.parts import _ChunkWriter  # noqa: E402
+from cardiossl.datasets.store.stats import _percentiles  # noqa: E402
 
 
 class _NoTemplates(dict):

@@ -1,0 +1,52 @@
+"""The Zarr v3 cohort store: every slice of every subject on one training grid, plus its geometry.
+
+This room holds the store's layout (``layout``), part writing and the commit protocol (``parts``,
+``durable``), statistics (``stats``), the fingerprint and the ``CohortStore`` facade; it imports
+only from ``cardiossl.datasets`` (geometry, records, resample).
+
+Layout (``docs/cohort-format.md`` is the full schema, version ``SCHEMA_VERSION``)::
+
+    STORE/zarr.json              root group; attrs["cardiossl"]: format, schema version, grid, fingerprint
+    STORE/.lock                  flock'ed while creating the store and while committing a part
+    STORE/parts/<part_id>/       one immutable zarr group per write: image, label, per-slice metadata
+    STORE/commits/<part_id>.json commit marker, written last by os.replace: the part is visible from here on
+
+Why parts: Zarr shards are read-modify-write units, and two processes writing different chunks of
+one shard lose data (measured: 98 of 256 slices lost). So every write goes into its own part, written
+by exactly one process, and no shard is ever shared between writers. Why a marker written last: a
+crash (killed worker, full disk) must leave nothing half-visible; an unmarked part is garbage that
+``cleanup_incomplete`` removes once its writer is gone (the writer holds an flock on the part for
+its whole life, which the kernel releases when the process dies).
+
+Durability, in commit order: the part's files are written whole, once each (shards by
+``parts._ChunkWriter``), then made durable by one barrier (``durable.make_durable``: one ``syncfs`` on local file
+systems, else an fsync of every file and folder), and only then is the marker written, fsynced,
+renamed into place and its folder fsynced. No file of a part is fsynced on its own as it is written:
+nothing reads a part before its marker exists, so only the state at the barrier matters, and the
+barrier comes before the marker. A power loss before the rename leaves an unmarked part (garbage);
+after it, a complete one.
+
+Images are stored as int16 with a per-slice linear scale (``image_scale``: value = q * scale +
+offset, q in [-32767, 32767]): a quantisation step of range/65534, far below MR noise, that halves
+the bytes to read and decompress per sample (the random-access cost that decides training
+throughput) and halves the disk footprint of a 100,000-subject cohort.
+"""
+
+from .cohort import CohortStore, SliceTable
+from .layout import (
+    ATTRS_KEY,
+    FORMAT_NAME,
+    PART_ATTRS_KEY,
+    SCHEMA_VERSION,
+    SLICE_ARRAYS,
+    StoreError,
+    read_small_array,
+)
+from .parts import META_CHUNK, SHARD_SLICES
+from .stats import NORM_COLUMNS, QMAX, intensity_stats, quantise
+
+__all__ = [
+    "ATTRS_KEY", "FORMAT_NAME", "META_CHUNK", "NORM_COLUMNS", "PART_ATTRS_KEY", "QMAX", "SCHEMA_VERSION",
+    "SHARD_SLICES", "SLICE_ARRAYS", "CohortStore", "SliceTable", "StoreError", "intensity_stats", "quantise",
+    "read_small_array",
+]
