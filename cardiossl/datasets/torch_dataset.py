@@ -1,4 +1,4 @@
-"""Torch access to a cohort store: single 2-D slices with their geometry, samplers and subject splits.
+"""Torch access to a cohort store: single 2-D slices with their geometry, and samplers.
 
 A sample is a dict (MONAI style) so pretexts add their own keys. The store is opened lazily in the
 process that reads it, so the dataset pickles small (a DataLoader worker or a Ray worker opens its
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -321,49 +321,3 @@ class BlockShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
-
-
-def split_subjects(
-    subject_ids: Sequence[str],
-    sizes: Mapping[str, float | int],
-    seed: int = 0,
-) -> dict[str, list[str]]:
-    """Split subjects (never slices) into named groups: ``{"train": 0.8, "val": 0.1, "test": 0.1}``
-    (fractions) or ``{"train": 5, "test": 20}`` (counts).
-
-    Deterministic in (the set of ids, seed): ids are sorted before the seeded shuffle, so the input
-    order does not matter. Fractions summing to 1 assign everyone (largest remainder rounding);
-    fractions or counts summing to less leave the rest out. Groups are disjoint by construction.
-    """
-    ids = list(subject_ids)
-    dup = sorted({s for s in ids if ids.count(s) > 1}) if len(set(ids)) != len(ids) else []
-    if dup:
-        raise ValueError(f"duplicate subject ids: {', '.join(dup[:10])}")
-    if not sizes:
-        raise ValueError("split_subjects needs at least one group, e.g. {'train': 0.8, 'test': 0.2}")
-    values = list(sizes.values())
-    if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or v < 0 for v in values):
-        raise ValueError(f"split sizes must be non-negative numbers, got {dict(sizes)}")
-    n = len(ids)
-    if all(isinstance(v, (int, np.integer)) for v in values):
-        counts = [int(v) for v in values]
-        if sum(counts) > n:
-            raise ValueError(f"split counts {dict(sizes)} need {sum(counts)} subjects; only {n} given")
-    else:
-        fr = np.array(values, dtype=np.float64)
-        if fr.sum() > 1 + 1e-9:
-            raise ValueError(f"split fractions {dict(sizes)} sum to {fr.sum():.3f} > 1")
-        exact = fr * n
-        counts = np.floor(exact + 1e-9).astype(int)
-        target = int(round(fr.sum() * n))
-        for k in np.argsort(-(exact - counts), kind="stable")[: max(0, target - counts.sum())]:
-            counts[k] += 1
-        counts = counts.tolist()
-    order = sorted(ids)
-    perm = np.random.default_rng([int(seed), n]).permutation(n)
-    shuffled = [order[k] for k in perm]
-    out, start = {}, 0
-    for name, c in zip(sizes, counts):
-        out[name] = shuffled[start : start + c]
-        start += c
-    return out

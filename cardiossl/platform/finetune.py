@@ -43,6 +43,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cardiossl.datasets.splits import SplitError, fewshot_split
+
 from .config import (
     AugmentConfig,
     BackboneSpec,
@@ -160,53 +162,6 @@ class FinetuneJob(JobBase):
 
 
 register_job_kind("finetune")(FinetuneJob)
-
-
-# ---------------------------------------------------------------------------------------------
-# splits
-# ---------------------------------------------------------------------------------------------
-def _count(spec: float | int, total: int) -> int:
-    if isinstance(spec, float):
-        return int(round(spec * total))
-    return int(spec)
-
-
-def fewshot_split(
-    labelled: list[str], *, test: float | int, val: float | int, split_seed: int,
-    n_train: int | str, seed: int,
-) -> dict[str, list[str]]:
-    """{"test", "val", "train", "pool"}: test and val fixed by ``split_seed``; train = the first
-    ``n_train`` of the pool (labelled minus test minus val) shuffled by ``seed`` (nested over N).
-
-    The order of ``labelled`` does not matter (it is sorted first), so the split depends only on
-    the subject ids and the seeds.
-    """
-    ids = sorted(set(labelled))
-    n = len(ids)
-    n_test, n_val = _count(test, n), _count(val, n)
-    if n_test < 1:
-        raise FinetuneError(f"test split of {test!r} of {n} labelled subjects is empty; raise cohort.split.test")
-    if n_test + n_val >= n:
-        raise FinetuneError(
-            f"{n} labelled subjects cannot hold {n_test} test + {n_val} validation subjects and still "
-            "leave one to train on; lower cohort.split.test / cohort.split.val or ingest more labels"
-        )
-    perm = np.random.default_rng([int(split_seed), 0x5E11]).permutation(n)
-    test_ids = sorted(ids[i] for i in perm[:n_test])
-    val_ids = sorted(ids[i] for i in perm[n_test : n_test + n_val])
-    pool = sorted(ids[i] for i in perm[n_test + n_val :])
-    order = np.random.default_rng([int(seed), 0x7EA1]).permutation(len(pool))
-    if n_train == "all":
-        k = len(pool)
-    else:
-        k = int(n_train)
-        if k > len(pool):
-            raise FinetuneError(
-                f"n_train={k} but only {len(pool)} labelled subjects remain after {n_test} test and "
-                f"{n_val} validation subjects; lower n_train or use n_train: all"
-            )
-    train_ids = [pool[i] for i in order[:k]]
-    return {"test": test_ids, "val": val_ids, "train": train_ids, "pool": pool}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,8 +467,11 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     if job.cohort.subjects:
         allowed = set(job.cohort.subjects)
         labelled = [s for s in labelled if s in allowed]
-    split = fewshot_split(labelled, test=job.cohort.split.test, val=job.cohort.split.val,
-                          split_seed=job.cohort.split.seed, n_train=job.n_train, seed=job.seed)
+    try:
+        split = fewshot_split(labelled, test=job.cohort.split.test, val=job.cohort.split.val,
+                              split_seed=job.cohort.split.seed, n_train=job.n_train, seed=job.seed)
+    except SplitError as exc:
+        raise FinetuneError(str(exc)) from None
     phases = tuple(job.cohort.phases or ("ed", "es"))
     train_samples = load_samples(store, split["train"], phases=phases, views=tuple(job.cohort.views))
     if not train_samples:

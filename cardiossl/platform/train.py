@@ -366,29 +366,15 @@ def load_checkpoint(directory: str | os.PathLike, model: nn.Module, optimizer=No
 # data
 # --------------------------------------------------------------------------------------------
 def split_cohort(job) -> dict[str, list[str]]:
-    """Subject-level split (train / val / test), deterministic in ``cohort.split.seed``."""
+    """Subject-level split (train / val / test) of a job's cohort, deterministic in ``cohort.split.seed``."""
+    from cardiossl.datasets.splits import train_val_test_split
     from cardiossl.datasets.store import CohortStore
-    from cardiossl.datasets.torch_dataset import split_subjects
 
     ids = list(job.cohort.subjects) if job.cohort.subjects else CohortStore(job.cohort.store).subject_ids()
     if not ids:
         raise ValueError(f"cohort store {job.cohort.store} has no subjects")
     split = job.cohort.split
-    n = len(ids)
-
-    def count(v) -> int:
-        return int(round(v * n)) if isinstance(v, float) else int(v)
-
-    n_val, n_test = count(split.val), count(split.test)
-    if split.val and n_val == 0:
-        n_val = 1
-    if n_val + n_test >= n:
-        raise ValueError(
-            f"cohort.split: {n_val} validation + {n_test} test subjects leave none of {n} for training"
-        )
-    counts = {"train": n - n_val - n_test, "val": n_val, "test": n_test}
-    parts = split_subjects(ids, {k: v for k, v in counts.items() if v > 0}, seed=split.seed)
-    return {k: list(parts.get(k, [])) for k in ("train", "val", "test")}
+    return train_val_test_split(ids, val=split.val, test=split.test, seed=split.seed)
 
 
 def make_dataset(job, subjects: list[str], pretext, train: bool, rank: int = 0, keep_labels: bool = False,

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cardiossl.datasets.geometry import Plane
 from cardiossl.datasets.store import CohortStore, StoreError, intensity_stats
-from cardiossl.datasets.torch_dataset import BlockShuffleSampler, CohortDataset, split_subjects
+from cardiossl.datasets.splits import split_subjects
+from cardiossl.datasets.torch_dataset import BlockShuffleSampler, CohortDataset
 from store_records import make_subject
 
 G = 32

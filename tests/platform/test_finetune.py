@@ -8,9 +8,7 @@ import torch
 
 from cardiossl.platform.config import ConfigError, load_job_dict
 from cardiossl.platform.finetune import (
-    FinetuneError,
     FinetuneJob,
-    fewshot_split,
     finetune,
     init_from_loaded,
     labelled_subjects,
@@ -54,31 +52,6 @@ def _pretrained(pretext: dict | None = None):
         bb(torch.randn(4, 1, 64, 64))
     meta = {"backbone": BACKBONE, "pretext": pretext, "decoder_trained": True}
     return init_from_loaded("test", bb, None, meta)
-
-
-# -- splits ----------------------------------------------------------------------------------
-def test_split_is_disjoint_fixed_and_nested():
-    ids = [f"s{i:02d}" for i in range(20)]
-    a1 = fewshot_split(ids, test=5, val=3, split_seed=0, n_train=1, seed=0)
-    a5 = fewshot_split(list(reversed(ids)), test=5, val=3, split_seed=0, n_train=5, seed=0)
-    b5 = fewshot_split(ids, test=5, val=3, split_seed=0, n_train=5, seed=1)
-    for s in (a1, a5, b5):
-        assert not set(s["train"]) & set(s["test"])
-        assert not set(s["train"]) & set(s["val"])
-        assert not set(s["val"]) & set(s["test"])
-    assert a1["test"] == a5["test"] == b5["test"] and a1["val"] == a5["val"] == b5["val"]
-    assert a5["train"][:1] == a1["train"]  # nested in N for one seed
-    assert a5["train"] != b5["train"]  # the seed draws the subjects
-    all_ = fewshot_split(ids, test=0.25, val=3, split_seed=0, n_train="all", seed=0)
-    assert len(all_["train"]) == 20 - 5 - 3 and len(all_["test"]) == 5
-
-
-def test_split_refuses_impossible_requests():
-    ids = [f"s{i}" for i in range(6)]
-    with pytest.raises(FinetuneError, match="n_train=5 but only 2"):
-        fewshot_split(ids, test=3, val=1, split_seed=0, n_train=5, seed=0)
-    with pytest.raises(FinetuneError, match="cannot hold"):
-        fewshot_split(ids, test=4, val=2, split_seed=0, n_train=1, seed=0)
 
 
 def test_config_rejects_meaningless_combinations(tmp_path):
