@@ -37,25 +37,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from cardiossl.datasets.splits import SplitError, fewshot_split
 
-from .config import (
-    AugmentConfig,
-    BackboneSpec,
-    CheckpointSpec,
-    JobBase,
-    OptimConfig,
-    PretextSpec,
-    ScheduleConfig,
-    StrictModel,
-    register_job_kind,
-)
+from .config import FinetuneError, FinetuneJob, MultitaskConfig, PretextSpec, SegLossConfig, job_copy
 
 N_CLASSES = 4
 SEGMENTER_WEIGHTS = "model.safetensors"
@@ -63,105 +50,6 @@ SEGMENTER_SPEC = "segmenter.json"
 SEGMENTER_FORMAT = "cardiossl-segmenter/1"
 
 
-class FinetuneError(ValueError):
-    """A fine-tuning request that cannot run (too few subjects, bad init, bad mode)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# config
-# ---------------------------------------------------------------------------------------------
-class SegLossConfig(StrictModel):
-    ce_weight: float = Field(1.0, ge=0)
-    dice_weight: float = Field(1.0, ge=0)
-
-    @model_validator(mode="after")
-    def _some(self) -> SegLossConfig:
-        if self.ce_weight == 0 and self.dice_weight == 0:
-            raise PydanticCustomError("loss", "ce_weight and dice_weight cannot both be 0", {})
-        return self
-
-
-class MultitaskConfig(StrictModel):
-    weight: float = Field(0.1, ge=0, description="weight of the pretext loss in multitask mode")
-    batch_size: int = Field(8, ge=1, description="unlabelled slices per step")
-    views: list[str] = Field(default_factory=lambda: ["sa"])
-    max_slices: int = Field(2048, ge=1, description="unlabelled slices drawn (by seed) into memory")
-    pretext: PretextSpec | None = Field(
-        None, description="pretext for multitask when the init carries none (e.g. scratch)"
-    )
-
-
-class FinetuneValidation(StrictModel):
-    every_steps: int = Field(50, ge=1, description="validation Dice for model selection every K steps")
-
-
-class FinetuneJob(JobBase):
-    """One few-shot fine-tuning run (``kind: finetune``)."""
-
-    kind: Literal["finetune"] = "finetune"
-    checkpoint: CheckpointSpec | None = None
-    init: str = Field(
-        "scratch", description="scratch | models:/NAME@ALIAS | models:/NAME/VERSION | an MLflow run id"
-    )
-    mode: Literal["decoder", "all", "multitask"] = "all"
-    n_train: int | Literal["all"] = Field(5, description="labelled training subjects, or 'all'")
-    backbone: BackboneSpec = Field(
-        default_factory=lambda: BackboneSpec(name="unet_bai"),
-        description="architecture for scratch; a pretrained init brings its own",
-    )
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    steps: int = Field(500, ge=1, description="optimiser steps (same for every N)")
-    batch_size: int = Field(8, ge=1)
-    image_size: int = Field(128, ge=16, description="network input side (store spacing)")
-    augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    loss: SegLossConfig = Field(default_factory=SegLossConfig)
-    multitask: MultitaskConfig = Field(default_factory=MultitaskConfig)
-    validation: FinetuneValidation = Field(default_factory=FinetuneValidation)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
-
-    @field_validator("n_train")
-    @classmethod
-    def _n(cls, v):
-        if isinstance(v, int) and v < 1:
-            raise ValueError("must be >= 1 or 'all'")
-        return v
-
-    @field_validator("init")
-    @classmethod
-    def _init(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("empty; use scratch, models:/NAME@ALIAS or a run id")
-        return v
-
-    @model_validator(mode="after")
-    def _checks(self) -> FinetuneJob:
-        if self.image_size % 8:
-            raise PydanticCustomError(
-                "image_size", "image_size must be a multiple of 8 (U-Net downsampling), got {v}",
-                {"v": self.image_size, "field": "image_size"},
-            )
-        if self.cohort.split.test == 0:
-            raise PydanticCustomError(
-                "split", "few-shot evaluation needs a test set: set cohort.split.test to a count or fraction",
-                {"field": "test"},
-            )
-        if self.init == "scratch" and self.mode == "decoder":
-            raise PydanticCustomError(
-                "mode", "mode 'decoder' freezes a pretrained encoder; from scratch use mode 'all'",
-                {"field": "mode"},
-            )
-        if self.init == "scratch" and self.mode == "multitask" and self.multitask.pretext is None:
-            raise PydanticCustomError(
-                "mode", "multitask from scratch needs multitask.pretext (the init carries no pretext)",
-                {"field": "mode"},
-            )
-        return self
-
-
-register_job_kind("finetune")(FinetuneJob)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -628,13 +516,6 @@ def _progress(enabled: bool, total: int, description: str):
                     TimeRemainingColumn(), transient=True)
     prog.start()
     return prog, prog.add_task("", total=total)
-
-
-def job_copy(job: FinetuneJob, **changes) -> FinetuneJob:
-    """A validated copy of ``job`` with top-level fields changed (used by the study grid)."""
-    data = job.model_dump(mode="json")
-    data.update(changes)
-    return FinetuneJob.model_validate(data)
 
 
 __all__ = [

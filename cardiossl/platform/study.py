@@ -21,162 +21,21 @@ subjects {1, 2, 5, 10, 20, all} x seeds {0, 1, 2}, as in Bai et al., MICCAI 2019
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
-from .config import CheckpointSpec, JobBase, StrictModel, register_job_kind
+from .config import SCRATCH, BenchmarkJob, StatsConfig, StudyRay, is_model_ref
 from .evaluate import metric_names
-
-SCRATCH = "scratch"
-MODES = ("decoder", "all", "multitask")
-
 
 class StudyError(RuntimeError):
     """The study cannot continue (every trial failed, no pretrained model, ...)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# config
-# ---------------------------------------------------------------------------------------------
-class StudyGrid(StrictModel):
-    inits: list[str] = Field(default_factory=lambda: [SCRATCH, "position", "rotation", "context"])
-    modes: list[Literal["decoder", "all", "multitask"]] = Field(default_factory=lambda: list(MODES))
-    n_train: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 5, 10, 20, "all"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-
-    @field_validator("inits", "modes", "n_train", "seeds")
-    @classmethod
-    def _nonempty_unique(cls, v):
-        if not v:
-            raise ValueError("must list at least one value")
-        if len({json.dumps(x) for x in v}) != len(v):
-            raise ValueError("values must be unique")
-        return v
-
-    @field_validator("n_train")
-    @classmethod
-    def _pos(cls, v):
-        if any(isinstance(x, int) and x < 1 for x in v):
-            raise ValueError("subject counts must be >= 1 (or 'all')")
-        return v
-
-
-class PretrainSource(StrictModel):
-    """Where an init's weights come from: a pretrain job YAML (run unless a matching registered
-    model exists) or a given registered model / run id."""
-
-    job: str | None = Field(None, description="pretrain job YAML (relative: to the benchmark YAML's folder)")
-    set: list[str] = Field(default_factory=list, description="--set overrides for that job")
-    model: str | None = Field(None, description="models:/NAME@ALIAS, models:/NAME/VERSION or a run id")
-
-    @model_validator(mode="after")
-    def _one(self) -> PretrainSource:
-        if (self.job is None) == (self.model is None):
-            raise PydanticCustomError("source", "give exactly one of job or model", {})
-        return self
-
-
-class StudyRay(StrictModel):
-    address: str | None = Field(None, description="cluster to join; None: RAY_ADDRESS, else a local one")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster started by the job")
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_retries: int = Field(1, ge=0, description="Ray task retries (node loss)")
-
-
-class StatsConfig(StrictModel):
-    n_boot: int = Field(10000, ge=100)
-    confidence: float = Field(0.95, gt=0.5, lt=1)
-    seed: int = 0
-
-
-class RegisterSpec(StrictModel):
-    enabled: bool = True
-    name: str = "cardiossl-seg"
-    alias: str = "champion"
-
-
-class BenchmarkJob(JobBase):
-    """The comparison study (``kind: benchmark``)."""
-
-    kind: Literal["benchmark"] = "benchmark"
-    checkpoint: CheckpointSpec | None = Field(None, description="storage for pretraining runs the study starts")
-    grid: StudyGrid = Field(default_factory=StudyGrid)
-    finetune: dict[str, Any] = Field(
-        default_factory=dict, description="FinetuneJob fields shared by every trial (not init/mode/n_train/seed)"
-    )
-    pretrain: dict[str, PretrainSource] = Field(default_factory=dict)
-    ray: StudyRay = Field(default_factory=StudyRay)
-    stats: StatsConfig = Field(default_factory=StatsConfig)
-    champion: RegisterSpec = Field(default_factory=RegisterSpec)
-    output_dir: str | None = Field(None, description="absolute folder for a local copy of table, plot, stats")
-
-    @field_validator("output_dir")
-    @classmethod
-    def _abs(cls, v):
-        if v is not None and not os.path.isabs(v):
-            raise ValueError("must be an absolute path (a Ray job runs in a temporary copy of the working dir)")
-        return v
-
-    @model_validator(mode="after")
-    def _checks(self) -> BenchmarkJob:
-        bad = sorted(set(self.finetune) & {"kind", "init", "mode", "n_train", "seed", "cohort", "mlflow", "name"})
-        if bad:
-            raise PydanticCustomError(
-                "finetune", "finetune.{key}: set by the study (grid / top level), remove it here",
-                {"key": bad[0], "field": "finetune"},
-            )
-        for init in self.grid.inits:
-            if init != SCRATCH and init not in self.pretrain and not _is_model_ref(init):
-                raise PydanticCustomError(
-                    "grid", "grid.inits: {init!r} has no pretrain.{init} source (a job YAML or a model)",
-                    {"init": init, "field": "grid"},
-                )
-        if any(i != SCRATCH for i in self.grid.inits) and any(
-            s.job for k, s in self.pretrain.items() if k in self.grid.inits
-        ) and self.checkpoint is None:
-            raise PydanticCustomError(
-                "checkpoint", "pretraining may run: set checkpoint.storage_path (absolute)", {"field": "checkpoint"},
-            )
-        self.trial_job(SCRATCH, "all", self.grid.n_train[0], self.grid.seeds[0])  # validates `finetune`
-        return self
-
-    def trial_job(self, init: str, mode: str, n_train, seed: int):
-        """The validated FinetuneJob of one grid cell (errors name ``finetune.<field>``)."""
-        from pydantic import ValidationError
-
-        from .config import ConfigError, format_validation_error
-        from .finetune import FinetuneJob
-
-        data = {
-            **self.finetune, "kind": "finetune", "name": self.name, "cohort": self.cohort.model_dump(mode="json"),
-            "mlflow": self.mlflow.model_dump(mode="json"), "init": init if init == SCRATCH else f"study:{init}",
-            "mode": mode, "n_train": n_train, "seed": seed,
-        }
-        try:
-            return FinetuneJob.model_validate(data)
-        except ValidationError as exc:
-            lines = format_validation_error(exc, prefix=("finetune",))
-            raise PydanticCustomError("finetune", "{msg}", {"msg": "; ".join(lines), "field": "finetune"}) from None
-        except ConfigError:
-            raise
-
-
-register_job_kind("benchmark")(BenchmarkJob)
-
-
-def _is_model_ref(s: str) -> bool:
-    return s.startswith(("models:/", "runs:/"))
 
 
 def method_name(init: str, mode: str) -> str:
@@ -394,7 +253,7 @@ def write_report(trials: Sequence[dict], folder: str | os.PathLike, stats: Stats
 def ensure_pretrained(job: BenchmarkJob, init: str, job_dir: Path | None = None, console=None) -> str:
     """A model reference for ``init``: the given model, a registered version whose tags match the
     pretrain job's config hash and the cohort fingerprint, or a fresh pretraining run."""
-    if _is_model_ref(init):
+    if is_model_ref(init):
         return init
     src = job.pretrain[init]
     if src.model is not None:
