@@ -23,7 +23,7 @@ from cardiossl.platform.config import (
     register_job_kind,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 JOBS = sorted((REPO / "jobs").glob("pretrain_*.yaml"))
 
 
