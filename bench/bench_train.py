@@ -82,7 +82,7 @@ def bare_images_per_s(job, steps: int) -> float:
     import numpy as np
     import torch
 
-    from cardiossl.platform.train import PretextModel, build_optimizer, collate, make_dataset, split_cohort
+    from cardiossl.platform.training import PretextModel, build_optimizer, collate, make_dataset, split_cohort
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -186,7 +186,7 @@ def sample_cost_ms(job, n: int = 128) -> float:
     """Per-sample CPU cost of the training transform in one process (what each loader worker pays)."""
     import numpy as np
 
-    from cardiossl.platform.train import Collate, make_dataset, split_cohort
+    from cardiossl.platform.training import Collate, make_dataset, split_cohort
 
     pretext = job.pretext.build()
     ds = make_dataset(job, split_cohort(job)["train"], pretext, train=True)
@@ -199,8 +199,8 @@ def sample_cost_ms(job, n: int = 128) -> float:
 
 
 def loader_arm(job, device: str) -> dict:
-    from cardiossl.platform.tracking import MemoryTracker
-    from cardiossl.platform.train import LocalSession, run_pretraining
+    from cardiossl.platform.tracking.testing import MemoryTracker
+    from cardiossl.platform.training import LocalSession, run_pretraining
 
     tracker = MemoryTracker()
     with tempfile.TemporaryDirectory() as tmp, GpuSampler() as gpu:
@@ -214,7 +214,7 @@ def tensor_arm(job, device: str, steps: int) -> dict:
     import numpy as np
     import torch
 
-    from cardiossl.platform.train import (
+    from cardiossl.platform.training import (
         PretextModel,
         autocast,
         build_optimizer,

@@ -66,7 +66,7 @@ def _write_record(storage_path: str, run_name: str, record: dict) -> None:
         f.write(json.dumps(record, indent=1).encode())
 
 
-def _cohort_fingerprint(store: str) -> dict:
+def cohort_fingerprint(store: str) -> dict:
     from cardiossl.datasets.store import CohortStore
 
     from .config import is_uri
@@ -126,14 +126,14 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from . import tracking
-    from .models import register_pretrained
-    from .train import ray_train_loop
+    from .tracking import register_pretrained
+    from .training import ray_train_loop
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if not isinstance(job, PretrainJob):
         raise ConfigError(f"kind: {job.kind!r} jobs are not pretraining jobs; use the matching command")
 
-    fingerprint = _cohort_fingerprint(job.cohort.store)
+    fingerprint = cohort_fingerprint(job.cohort.store)
     fp_hash = tracking.fingerprint_hash(fingerprint)
     commit = tracking.git_commit()
     cfg_hash = job.hash()

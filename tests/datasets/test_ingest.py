@@ -238,7 +238,7 @@ def test_a_record_the_store_refuses_is_skipped_and_the_rest_of_its_batch_stays_o
 
 
 def _cli_app() -> typer.Typer:
-    from cardiossl.platform.commands import ingest as command
+    from cardiossl.platform.cli import ingest as command
 
     app = typer.Typer()
 

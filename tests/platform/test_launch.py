@@ -66,7 +66,7 @@ def test_ray_job_submit_runs_the_executable_yaml_and_registers_the_encoder(ray_c
         assert mv.tags.get(tag), tag
     assert mv.tags["pretext"] == "position" and mv.tags["decoder_trained"] == "true"
 
-    from cardiossl.platform.models import load_pretrained
+    from cardiossl.platform.tracking import load_pretrained
 
     backbone, head, meta = load_pretrained(f"models:/enc-{exp}@current", tracking_uri=uri)
     assert meta["val_metrics"]["loss"] == pytest.approx(run.data.metrics["val/loss"])
@@ -113,7 +113,7 @@ def test_cardiossl_pretrain_joins_the_cluster_and_tracks_to_an_mlflow_server(
     # artifacts went through the server's proxy into its artifact root, not into a local folder
     assert any(Path(mlflow_server.artifacts).rglob("encoder.safetensors"))
 
-    from cardiossl.platform.models import load_pretrained
+    from cardiossl.platform.tracking import load_pretrained
 
     backbone, head, meta = load_pretrained(f"models:/ctx-{exp}@current", tracking_uri=mlflow_server.uri)
     assert meta["pretext"]["name"] == "context" and meta["step"] == 4

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cardiossl.datasets.geometry import Plane
-from cardiossl.platform.evaluate import (
+from cardiossl.platform.fewshot.evaluate import (
     MYOCARDIAL_DENSITY_G_PER_ML,
     EvaluationError,
     clinical_measures,
@@ -175,13 +175,13 @@ def test_collect_stacks_orders_base_to_apex_and_summary_averages_phases():
 
 
 def _keys():
-    from cardiossl.platform.evaluate import metric_names
+    from cardiossl.platform.fewshot.evaluate import metric_names
 
     return metric_names()
 
 
 def test_selection_dice_matches_the_reported_dice():
-    from cardiossl.platform.evaluate import segmentation_dice
+    from cardiossl.platform.fewshot.evaluate import segmentation_dice
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, size=(3, 16, 16))

@@ -7,15 +7,11 @@ import pytest
 import torch
 
 from cardiossl.platform.config import ConfigError, load_job_dict
-from cardiossl.platform.finetune import (
-    FinetuneJob,
-    finetune,
-    init_from_loaded,
-    labelled_subjects,
-    load_segmenter_folder,
-    resolve_init,
-    save_segmenter,
-)
+from cardiossl.platform.config import FinetuneJob
+from cardiossl.platform.fewshot.finetune import finetune
+from cardiossl.platform.fewshot.init import init_from_loaded, resolve_init
+from cardiossl.platform.fewshot.samples import labelled_subjects
+from cardiossl.platform.tracking import load_segmenter_folder, save_segmenter
 
 BACKBONE = {"name": "unet", "params": {"depth": 3, "width": 4, "norm": "batch"}}
 
@@ -120,7 +116,7 @@ def test_multitask_adds_the_pretext_loss_on_unlabelled_slices(store, tmp_path):
 
 def test_resolve_init_reads_a_saved_pretrained_folder(tmp_path):
     from cardiossl.backbones import build_backbone
-    from cardiossl.platform.models import save_pretrained
+    from cardiossl.platform.tracking import save_pretrained
 
     bb = build_backbone(BACKBONE["name"], **BACKBONE["params"])
     folder = save_pretrained(tmp_path / "pre", bb, None, backbone=BACKBONE,
@@ -145,7 +141,7 @@ def test_ray_job_submit_runs_the_finetune_yaml(ray_cluster, tiny_store, tmp_path
     """`ray job submit --working-dir . -- jobs/finetune_fewshot.yaml`: one tracked run, registered."""
     from mlflow import MlflowClient
 
-    from cardiossl.platform.predict import load_segmenter
+    from cardiossl.platform.fewshot.predict import load_segmenter
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = {"cohort.store": str(tiny_store), "cohort.split": "{test: 2, val: 1, seed: 0}", "n_train": 2,

@@ -21,7 +21,7 @@ import numpy as np
 
 from cardiossl.datasets.geometry import Plane
 
-from .config import AugmentConfig, IntensityAugment, SpatialAugment
+from ..config import AugmentConfig, IntensityAugment, SpatialAugment
 
 
 def perturbed_plane(

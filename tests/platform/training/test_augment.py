@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cardiossl.datasets.geometry import Plane
-from cardiossl.platform.augment import Augment, SampleTransform, crop_or_pad, perturbed_plane
+from cardiossl.platform.training.augment import Augment, SampleTransform, crop_or_pad, perturbed_plane
 from cardiossl.platform.config import AugmentConfig, IntensityAugment, SpatialAugment
 
 
@@ -76,7 +76,7 @@ def test_rotation_by_90_degrees_permutes_pixels_exactly():
     plane = Plane(np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), (1.0, 1.0))
     img = np.random.default_rng(0).standard_normal((1, 33, 33)).astype(np.float32)
     dst = perturbed_plane(plane, (33, 33), (33, 33), angle_rad=math.pi / 2)
-    from cardiossl.platform.augment import _apply_plane
+    from cardiossl.platform.training.augment import _apply_plane
 
     out = _apply_plane({"image": img, "plane": plane.to_vector()}, plane, dst, (33, 33))
     # new row_dir = old col_dir, new col_dir = -old row_dir: pixel (r, c) is old (c, 32 - r) = np.rot90

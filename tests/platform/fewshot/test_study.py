@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 
 from cardiossl.platform.config import ConfigError, load_job_dict
-from cardiossl.platform.evaluate import metric_names
-from cardiossl.platform.study import (
-    BenchmarkJob,
-    aggregate,
-    champion_key,
-    grid_cells,
-    paired_vs_scratch,
-    plot_dice_vs_n,
-    results_markdown,
-    write_report,
-)
+from cardiossl.platform.config import BenchmarkJob
+from cardiossl.platform.fewshot.evaluate import metric_names
+from cardiossl.platform.fewshot.report import aggregate, plot_dice_vs_n, results_markdown, write_report
+from cardiossl.platform.fewshot.stats import champion_key, paired_vs_scratch
+from cardiossl.platform.fewshot.study import grid_cells
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _trial(init, mode, n, seed, dice_by_subject: dict[str, float], val=0.5, n_subjects=None) -> dict:
@@ -177,8 +171,8 @@ def test_tiny_study_end_to_end_on_ray(ray_cluster, tiny_store, tmp_path):
     from mlflow import MlflowClient
 
     from cardiossl.platform.config import load_job
-    from cardiossl.platform.predict import load_segmenter
-    from cardiossl.platform.study import find_matching_pretrained, run_study
+    from cardiossl.platform.fewshot.predict import load_segmenter
+    from cardiossl.platform.fewshot.study import find_matching_pretrained, run_study
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sets = tiny_pretrain_overrides(tiny_store, tmp_path)

@@ -1,7 +1,7 @@
-"""`cardiossl` command line: one typer app; each command lives in ``cardiossl.platform.commands``.
+"""`cardiossl` command line: one typer app, one module per command (each exposes ``register(app)``).
 
-Command modules import heavy libraries (torch, ray, mlflow) inside their functions so that
-``cardiossl --help`` and ``cardiossl validate`` stay fast.
+The top room: it may import every room below it. Command modules import heavy libraries (torch,
+ray, mlflow) inside their functions so that ``cardiossl --help`` and ``cardiossl validate`` stay fast.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(f"cardiossl.platform.commands.{_name}").register(app)
+    importlib.import_module(f"cardiossl.platform.cli.{_name}").register(app)
 
 
 def main() -> None:

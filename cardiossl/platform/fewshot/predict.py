@@ -27,6 +27,7 @@ import numpy as np
 
 from cardiossl.datasets.geometry import Plane
 
+from ..tracking import ModelLoadError, load_segmenter_folder, resolve_model_dir
 from .evaluate import clinical_measures, label_volumes_ml, slice_spacing_mm
 
 
@@ -271,11 +272,8 @@ def write_labels(inp: SAInput, labels: np.ndarray, out_path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 def load_segmenter(ref: str, tracking_uri: str | None = None):
     """(model, spec) from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/segmenter``
-    or a local folder written by ``finetune.save_segmenter``."""
+    or a local folder written by ``tracking.save_segmenter``."""
     import tempfile
-
-    from .finetune import load_segmenter_folder
-    from .models import ModelLoadError, resolve_model_dir
 
     if os.path.isdir(ref):
         return load_segmenter_folder(ref)
@@ -287,17 +285,6 @@ def load_segmenter(ref: str, tracking_uri: str | None = None):
         except ModelLoadError as exc:
             raise PredictError(str(exc)) from None
         return load_segmenter_folder(d)
-
-
-def register_segmenter(tracking_uri: str, run_id: str, artifact_path: str, name: str, alias: str | None,
-                       tags: dict | None = None) -> str:
-    """Register ``runs:/RUN/<artifact_path>`` (safetensors + segmenter.json) as a version of
-    ``name`` with ``alias``; returns the version."""
-    from .models import register_pretrained
-
-    return register_pretrained(tracking_uri, run_id, name, alias=alias, tags=tags,
-                               description="cardiossl few-shot SA segmenter (safetensors + segmenter.json)",
-                               artifact_path=artifact_path)
 
 
 # ---------------------------------------------------------------------------------------------

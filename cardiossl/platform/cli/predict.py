@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from cardiossl.platform.finetune import FinetuneError
-        from cardiossl.platform.predict import PredictError
-        from cardiossl.platform.predict import predict as run
+        from cardiossl.platform.config import FinetuneError
+        from cardiossl.platform.fewshot.predict import PredictError
+        from cardiossl.platform.fewshot.predict import predict as run
 
         err = Console(stderr=True)
         if es != "auto":

@@ -12,8 +12,8 @@ import pytest
 from cardiossl.datasets.geometry import Plane
 from cardiossl.datasets.resample import resample_slice
 from cardiossl.datasets.synthetic import synth_subject
-from cardiossl.platform.evaluate import label_volumes_ml, slice_spacing_mm
-from cardiossl.platform.predict import (
+from cardiossl.platform.fewshot.evaluate import label_volumes_ml, slice_spacing_mm
+from cardiossl.platform.fewshot.predict import (
     PredictError,
     label_to_source,
     measures,
@@ -182,8 +182,7 @@ def test_predict_command_with_a_registered_model(subject, tmp_path):
     from cardiossl.datasets.readers.ukbb import write_ukbb_subject
     from cardiossl.platform import tracking
     from cardiossl.platform.cli import app
-    from cardiossl.platform.finetune import build_segmenter, save_segmenter
-    from cardiossl.platform.predict import register_segmenter
+    from cardiossl.platform.tracking import build_segmenter, register_segmenter, save_segmenter
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bb = {"name": "unet", "params": {"depth": 3, "width": 4}}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cardiossl.backbones import build_backbone
-from cardiossl.platform.models import (
+from cardiossl.platform.tracking import (
     ModelLoadError,
     load_pretrained,
     load_pretrained_dir,
@@ -20,7 +20,7 @@ from cardiossl.pretexts import PRETEXTS
 
 from conftest import tiny_pretrain_overrides
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _modules(pretext="position", params=None):
@@ -102,10 +102,11 @@ def test_registered_encoder_reproduces_the_logged_validation_metric(tiny_store, 
 
     from cardiossl.platform import tracking
     from cardiossl.platform.config import load_job
-    from cardiossl.platform.train import (
+    from cardiossl.platform.training import (
         LocalSession,
         PretextModel,
         evaluate,
+        log_training_outputs,
         make_dataset,
         make_loader,
         make_sampler,
@@ -119,7 +120,7 @@ def test_registered_encoder_reproduces_the_logged_validation_metric(tiny_store, 
     run_id = tracking.create_run(uri, job.mlflow.experiment, "t")
     tr = tracking.MlflowTracker(run_id, uri)
     res = run_pretraining(job, LocalSession(tmp_path / "run"), tr)
-    tracking.log_training_outputs(tr, job, res)
+    log_training_outputs(tr, job, res)
     version = register_pretrained(uri, run_id, "ctx-enc", alias="current")
     # artifacts live beside the database, not under whatever the current directory was
     assert (tmp_path / "mlartifacts").is_dir()

@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
     ) -> None:
         """Fine-tune a segmenter on N labelled subjects (scratch or a registered pretrained model)."""
-        from cardiossl.platform.finetune import main
+        from cardiossl.platform.fewshot.finetune import main
 
         argv = [job] + [a for s in set_ for a in ("--set", s)]
         if no_register:

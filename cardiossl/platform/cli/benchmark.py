@@ -12,6 +12,6 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = typer.Option([], "--set", help="override KEY=VALUE, validated like the file"),
     ) -> None:
         """Pretrain once per pretext (or reuse), fine-tune the grid on Ray, table + plot + champion."""
-        from cardiossl.platform.study import main
+        from cardiossl.platform.fewshot.study import main
 
         raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)]))

@@ -1,0 +1,5 @@
+"""``python -m cardiossl.platform.cli``: the ``cardiossl`` command."""
+
+from . import main
+
+main()

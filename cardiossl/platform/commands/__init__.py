@@ -1,1 +1,0 @@
-"""One module per `cardiossl` command; each exposes ``register(app)``."""

@@ -1,0 +1,41 @@
+"""MLflow tracking and the model registry I/O: rank 0 writes metrics, the driver owns runs and models.
+
+This room holds the trackers (rank 0 only), MLflow run helpers, the safetensors folder formats of
+pretrained encoders and segmenters (``weights``) and Model Registry registration and loading
+(``models``); it imports only ``platform.config`` and the rooms below it.
+"""
+
+from .models import ARTIFACT_PATH, load_pretrained, register_pretrained, register_segmenter, resolve_model_dir
+from .runs import (
+    create_run,
+    default_artifact_location,
+    fingerprint_hash,
+    finish_run,
+    git_commit,
+    log_job_record,
+    mlflow_client,
+)
+from .trackers import MAX_PARAM_LEN, MlflowTracker, NullTracker, make_tracker
+from .weights import (
+    FORMAT_VERSION,
+    N_CLASSES,
+    SEGMENTER_FORMAT,
+    SEGMENTER_SPEC,
+    SEGMENTER_WEIGHTS,
+    ModelLoadError,
+    build_segmenter,
+    load_pretrained_dir,
+    load_segmenter_folder,
+    save_pretrained,
+    save_segmenter,
+    segmenter_from_state,
+)
+
+__all__ = [
+    "ARTIFACT_PATH", "FORMAT_VERSION", "MAX_PARAM_LEN", "N_CLASSES", "SEGMENTER_FORMAT", "SEGMENTER_SPEC",
+    "SEGMENTER_WEIGHTS", "MlflowTracker", "ModelLoadError", "NullTracker", "build_segmenter", "create_run",
+    "default_artifact_location", "fingerprint_hash", "finish_run", "git_commit", "load_pretrained",
+    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker", "mlflow_client",
+    "register_pretrained", "register_segmenter", "resolve_model_dir", "save_pretrained", "save_segmenter",
+    "segmenter_from_state",
+]
