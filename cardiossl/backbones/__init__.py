@@ -1,5 +1,7 @@
 """Backbones and heads, each in a registry (`cardiossl plugins list` shows them).
 
+Imports only ``cardiossl.registry`` (and torch); pretexts and the platform build on it.
+
 Third-party packages add backbones through the entry-point group ``cardiossl.backbones`` and heads
 through ``cardiossl.heads`` (a factory or class; the entry-point name is the registry name).
 """

@@ -1,4 +1,6 @@
-"""Pretext tasks, each registered by name in PRETEXTS.
+"""Pretext tasks, each registered by name in PRETEXTS (``testing`` checks the plugin contract).
+
+Imports only ``backbones``, ``datasets`` and ``registry``; the platform builds on it.
 
 Third-party packages add pretexts through the entry-point group ``cardiossl.pretexts``
 (``name = "module:PretextSubclass"``); they are loaded on the first lookup.

@@ -1,4 +1,7 @@
-"""Cohort layouts on disk, each a registered LayoutReader."""
+"""Cohort layouts on disk, each a registered LayoutReader (third-party: entry-point group ``cardiossl.readers``).
+
+Imports only the rest of ``cardiossl.datasets`` and ``cardiossl.registry``.
+"""
 
 from cardiossl.registry import Registry
 from .base import LayoutReader, ReadError, SubjectSource
