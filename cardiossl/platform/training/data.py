@@ -59,14 +59,24 @@ class EpochDataset(torch.utils.data.Dataset):
 # data
 # --------------------------------------------------------------------------------------------
 def split_cohort(job) -> dict[str, list[str]]:
-    """Subject-level split (train / val / test) of a job's cohort, deterministic in ``cohort.split.seed``."""
-    from cardiossl.datasets.splits import train_val_test_split
+    """Subject-level split (train / val / test) of a job's cohort after ``cohort.exclude``: from
+    ``cohort.split.file`` when given, else hash-based in ``cohort.split.seed`` (datasets.splits)."""
+    from cardiossl.datasets.splits import apply_split_file, excluded_ids, load_split_file, train_val_test_split
     from cardiossl.datasets.store import CohortStore
 
     ids = list(job.cohort.subjects) if job.cohort.subjects else CohortStore(job.cohort.store).subject_ids()
     if not ids:
         raise ValueError(f"cohort store {job.cohort.store} has no subjects")
+    drop = excluded_ids(job.cohort.exclude, fold=job.cohort.split.fold)
+    ids = [s for s in ids if s not in drop]
+    if not ids:
+        raise ValueError(f"cohort.exclude removes every subject of {job.cohort.store}")
     split = job.cohort.split
+    if split.file:
+        groups = apply_split_file(ids, load_split_file(split.file, fold=split.fold))
+        if not groups["train"]:
+            raise ValueError(f"cohort.split.file {split.file} leaves no subject of {job.cohort.store} to train on")
+        return {k: groups[k] for k in ("train", "val", "test")}
     return train_val_test_split(ids, val=split.val, test=split.test, seed=split.seed)
 
 

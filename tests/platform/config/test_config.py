@@ -176,3 +176,18 @@ def test_cli_validate_reports_paths_and_exit_codes(tmp_path):
     bad = subprocess.run(cmd + ["--set", "pretext.params.box_mm=-1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "pretext.params.box_mm:" in bad.stderr
+
+
+def test_cohort_exclude_and_split_file_in_every_job_kind(tmp_path):
+    """Ids or an absolute split-file path; a relative path is refused naming the field."""
+    from cardiossl.platform.config import load_job
+
+    jobs = REPO / "jobs"
+    for name in ("pretrain_position.yaml", "finetune_fewshot.yaml", "benchmark_fewshot.yaml"):
+        job = load_job(jobs / name, [f"cohort.exclude={tmp_path}/splits.json", "cohort.store=/x"])
+        assert job.cohort.exclude == f"{tmp_path}/splits.json"
+        job = load_job(jobs / name, ["cohort.exclude=[a, b]", "cohort.store=/x",
+                                     f"cohort.split.file={tmp_path}/s.json"])
+        assert job.cohort.exclude == ["a", "b"] and job.cohort.split.file == f"{tmp_path}/s.json"
+        with pytest.raises(ConfigError, match="cohort.exclude"):
+            load_job(jobs / name, ["cohort.exclude=splits.json", "cohort.store=/x"])

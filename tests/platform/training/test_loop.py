@@ -111,6 +111,23 @@ def test_split_is_subject_level_and_deterministic(tiny_store, tmp_path):
     assert not (set(a["train"]) & set(a["val"])) and not (set(a["val"]) & set(a["test"]))
 
 
+def test_cohort_exclude_and_split_files_decide_the_pretraining_subjects(tiny_store, tmp_path):
+    """``cohort.exclude`` (ids, or a split file's test + val) removes subjects from every group; a
+    ``cohort.split.file`` gives the groups, unlisted subjects train."""
+    import json
+
+    ids = sorted(split_cohort(job_for(tiny_store, tmp_path))["train"]
+                 + split_cohort(job_for(tiny_store, tmp_path))["val"])
+    by_id = split_cohort(job_for(tiny_store, tmp_path, **{"cohort.exclude": json.dumps(ids[:2])}))
+    assert not set(ids[:2]) & set(by_id["train"] + by_id["val"] + by_id["test"])
+    f = tmp_path / "splits.json"
+    f.write_text(json.dumps({"test": [ids[0]], "val": [ids[1]], "train": []}))
+    by_file = split_cohort(job_for(tiny_store, tmp_path, **{"cohort.exclude": str(f)}))
+    assert not {ids[0], ids[1]} & set(by_file["train"] + by_file["val"])
+    given = split_cohort(job_for(tiny_store, tmp_path, **{"cohort.split.file": str(f)}))
+    assert given == {"train": ids[2:], "val": [ids[1]], "test": [ids[0]]}
+
+
 def test_schedule_warmup_and_cosine_end():
     s = LRSchedule(total_steps=100, warmup_steps=10, name="cosine", min_lr_ratio=0.1)
     assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
