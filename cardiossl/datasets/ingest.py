@@ -292,6 +292,9 @@ def ingest_batch(
             continue
         finally:
             out["read_s"] += time.perf_counter() - t0
+        # where the subject came from, so evaluation can score on the source pixels later
+        rec.meta.setdefault("ingest", {"layout": reader_cls.name, "root": str(src.root),
+                                       "paths": [str(p) for p in src.paths]})
         pending.append((src, rec))
         pending_bytes += sum(
             s.image.nbytes + (0 if s.label is None else s.label.nbytes) for s in rec.slices

@@ -141,3 +141,13 @@ def _linear_1d(x: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     w0 = np.where(inside, 1.0 - w1, 0.0)
     nearest = np.clip(np.floor(x + 0.5), 0, n - 1).astype(np.intp)
     return i0, i1, w0, w1, nearest, inside
+
+
+def label_to_source(label_g: np.ndarray, plane_g: Plane, plane: Plane, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of grid labels back onto a source slice's pixel grid (0 outside
+    the grid): the inverse of ``resample_slice`` for labels, used by prediction (labels in the
+    input's geometry) and by evaluation (scores on the source pixels)."""
+    rr, cc = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    r, c, _ = plane_g.world_to_pixel(plane.pixel_to_world(rr, cc))
+    return ndimage.map_coordinates(np.asarray(label_g, dtype=np.uint8), [r, c], order=0, mode="constant",
+                                   cval=0, prefilter=False).astype(np.uint8)

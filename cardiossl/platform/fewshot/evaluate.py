@@ -5,14 +5,15 @@ in 3-D: Dice per structure (LV cavity 1, LV myocardium 2, RV cavity 3) and their
 95th-percentile symmetric Hausdorff distance (HD95) in mm, as in the ACDC challenge (Bernard et al.,
 IEEE TMI 2018) and Bai et al., MICCAI 2019. Both metrics come from MONAI (``DiceMetric``,
 ``compute_hausdorff_distance`` with the voxel spacing) so that numbers are comparable with other
-work; only the empty-structure cases are decided here, explicitly:
+work; only the empty-structure and partial-label cases are decided here, explicitly:
 
 * structure absent from both label and prediction: Dice 1, HD95 0 mm (nothing to find, nothing
   found; MONAI would return NaN and silently drop the case from means);
-* structure present in exactly one of them: Dice 0, HD95 = the diagonal of the stack's field of
-  view in mm (the largest distance the image can express; MONAI returns NaN/inf, which would either
-  vanish from a mean or make it infinite). A finite worst case keeps means comparable across methods
-  and still penalises a missed or hallucinated structure maximally.
+* structure present in exactly one of them: Dice 0, HD95 undefined (NaN) and counted in
+  ``empty_<structure>``. A stand-in distance (the field-of-view diagonal) would dominate every HD95
+  mean; the count is reported beside the mean of the defined distances instead;
+* structure not annotated for the subject (``annotated``: e.g. Sunnybrook contours the LV only):
+  Dice and HD95 NaN, left out of every mean, whatever the prediction holds there.
 
 Clinical measures use Simpson's rule of discs over the short-axis stack: each labelled pixel
 contributes its in-plane area times the slice spacing (centre-to-centre distance, which already
@@ -97,14 +98,27 @@ def _as_label_stack(x, name: str) -> np.ndarray:
     return a
 
 
+def nanmean(values) -> float:
+    """Mean of the finite values; NaN (no warning) when there are none."""
+    a = np.asarray(list(values), dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def _annotated(annotated, structures: Mapping[int, str]) -> set[int]:
+    return set(structures) if annotated is None else {int(v) for v in annotated}
+
+
 def segmentation_metrics(
-    pred, label, spacing: Sequence[float], structures: Mapping[int, str] = STRUCTURES
+    pred, label, spacing: Sequence[float], structures: Mapping[int, str] = STRUCTURES, annotated=None,
 ) -> dict[str, float]:
     """Dice and HD95 per structure and their means for ONE stack (one subject, one phase).
 
     ``pred``/``label``: integer arrays [slices, rows, cols] (a 2-D array is one slice);
-    ``spacing``: (slice, row, column) mm. Keys: ``dice_<name>``, ``hd95_<name>``, ``dice_mean``,
-    ``hd95_mean``. See the module docstring for empty structures.
+    ``spacing``: (slice, row, column) mm; ``annotated``: the label values the reference annotates
+    (None: all). Keys: ``dice_<name>``, ``hd95_<name>``, ``empty_<name>`` (1 when the structure is
+    in exactly one of label and prediction), ``dice_mean``, ``hd95_mean`` (means of the defined
+    values). See the module docstring for empty and unannotated structures.
     """
     import torch
     from monai.metrics import DiceMetric, compute_hausdorff_distance
@@ -114,7 +128,7 @@ def segmentation_metrics(
     if p.shape != y.shape:
         raise EvaluationError(f"prediction shape {p.shape} differs from label shape {y.shape}")
     sp = _check_spacing(spacing, 3)
-    diagonal = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(p.shape, sp))))
+    known = _annotated(annotated, structures)
     dice_metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
 
     out: dict[str, float] = {}
@@ -122,10 +136,13 @@ def segmentation_metrics(
         pm = p == value
         ym = y == value
         p_any, y_any = bool(pm.any()), bool(ym.any())
-        if not p_any and not y_any:
+        empty = 0.0
+        if value not in known:
+            dice, hd = float("nan"), float("nan")
+        elif not p_any and not y_any:
             dice, hd = 1.0, 0.0
         elif p_any != y_any:
-            dice, hd = 0.0, diagonal
+            dice, hd, empty = 0.0, float("nan"), 1.0
         else:
             # one-hot [B=1, C=2 (background, structure), S, H, W]
             pt = torch.from_numpy(np.stack([~pm, pm])[None].astype(np.float32))
@@ -140,15 +157,16 @@ def segmentation_metrics(
                 )
         out[f"dice_{name}"] = dice
         out[f"hd95_{name}"] = hd
+        out[f"empty_{name}"] = empty
     names = list(structures.values())
-    out["dice_mean"] = float(np.mean([out[f"dice_{n}"] for n in names]))
-    out["hd95_mean"] = float(np.mean([out[f"hd95_{n}"] for n in names]))
+    out["dice_mean"] = nanmean(out[f"dice_{n}"] for n in names)
+    out["hd95_mean"] = nanmean(out[f"hd95_{n}"] for n in names)
     return out
 
 
-def segmentation_dice(pred, label, structures: Mapping[int, str] = STRUCTURES) -> dict[str, float]:
-    """Dice per structure and mean only (MONAI DiceMetric; same empty rule): for model selection,
-    where the surface distances would cost more than the training step they judge."""
+def segmentation_dice(pred, label, structures: Mapping[int, str] = STRUCTURES, annotated=None) -> dict[str, float]:
+    """Dice per structure and mean only (MONAI DiceMetric; same empty and partial-label rules): for
+    model selection, where the surface distances would cost more than the training step they judge."""
     import torch
     from monai.metrics import DiceMetric
 
@@ -157,20 +175,49 @@ def segmentation_dice(pred, label, structures: Mapping[int, str] = STRUCTURES) -
     if p.shape != y.shape:
         raise EvaluationError(f"prediction shape {p.shape} differs from label shape {y.shape}")
     values = list(structures)
+    known = _annotated(annotated, structures)
     pt = torch.from_numpy(np.stack([p == v for v in [0, *values]])[None].astype(np.float32))
     yt = torch.from_numpy(np.stack([y == v for v in [0, *values]])[None].astype(np.float32))
     d = DiceMetric(include_background=False, reduction="none", ignore_empty=False)(pt, yt)[0]
     out = {}
     for i, v in enumerate(values):
         p_any, y_any = bool(pt[0, i + 1].any()), bool(yt[0, i + 1].any())
-        out[f"dice_{structures[v]}"] = 1.0 if not (p_any or y_any) else (0.0 if p_any != y_any else float(d[i]))
-    out["dice_mean"] = float(np.mean(list(out.values())))
+        if v not in known:
+            out[f"dice_{structures[v]}"] = float("nan")
+        else:
+            out[f"dice_{structures[v]}"] = 1.0 if not (p_any or y_any) else (0.0 if p_any != y_any else float(d[i]))
+    out["dice_mean"] = nanmean(out.values())
+    return out
+
+
+REGIONS = ("basal", "mid", "apical")
+
+
+def regional_dice(pred, label, structures: Mapping[int, str] = STRUCTURES, annotated=None) -> dict[str, float]:
+    """Mean Dice (over the annotated structures) in the basal, mid and apical third of the stack.
+
+    The thirds split the slices whose label holds any annotated structure, in stack order (slice 0 =
+    base), as ``np.array_split`` does (a stack of 7 gives 3 + 2 + 2); each third is scored in 3-D.
+    Keys ``dice_basal``, ``dice_mid``, ``dice_apical`` (NaN when the stack has fewer than 3 such slices)."""
+    p = _as_label_stack(pred, "prediction")
+    y = _as_label_stack(label, "label")
+    known = sorted(_annotated(annotated, structures) & set(structures))
+    rows = np.flatnonzero(np.isin(y, known).reshape(len(y), -1).any(axis=1))
+    out = {f"dice_{r}": float("nan") for r in REGIONS}
+    if len(rows) < 3:
+        return out
+    for name, part in zip(REGIONS, np.array_split(rows, 3)):
+        out[f"dice_{name}"] = segmentation_dice(p[part], y[part], structures, annotated)["dice_mean"]
     return out
 
 
 def metric_names(structures: Mapping[int, str] = STRUCTURES) -> list[str]:
     names = list(structures.values())
     return [f"dice_{n}" for n in names] + ["dice_mean"] + [f"hd95_{n}" for n in names] + ["hd95_mean"]
+
+
+def empty_names(structures: Mapping[int, str] = STRUCTURES) -> list[str]:
+    return [f"empty_{n}" for n in structures.values()]
 
 
 # -- clinical measures --------------------------------------------------------------------------
@@ -197,14 +244,16 @@ def label_volumes_ml(labels, spacing: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def clinical_measures(ed_labels, es_labels, ed_spacing, es_spacing=None) -> dict[str, float]:
-    """LV/RV EDV, ESV (ml), EF (%), LV stroke volume and LV myocardial mass (g) from ED/ES stacks.
+CLINICAL = ("lv_edv_ml", "lv_esv_ml", "lv_ef_pct", "rv_edv_ml", "rv_esv_ml", "rv_ef_pct", "lv_mass_g")
+"""The clinical measures the study reports errors of."""
+
+
+def measures_from_volumes(ed: Mapping[str, float], es: Mapping[str, float]) -> dict[str, float]:
+    """LV/RV EDV, ESV (ml), SV, EF (%) and LV mass (g) from per-structure volumes (ml) at ED and ES.
 
     EF = (EDV - ESV) / EDV x 100; NaN when EDV is zero (no ventricle found). Mass uses the ED
     myocardium (the convention of the UK Biobank reference ranges, Petersen et al., JCMR 2017).
-    """
-    ed = label_volumes_ml(ed_labels, ed_spacing)
-    es = label_volumes_ml(es_labels, ed_spacing if es_spacing is None else es_spacing)
+    A NaN volume (an unannotated structure) gives NaN measures."""
 
     def ef(edv: float, esv: float) -> float:
         return float((edv - esv) / edv * 100.0) if edv > 0 else float("nan")
@@ -220,6 +269,13 @@ def clinical_measures(ed_labels, es_labels, ed_spacing, es_spacing=None) -> dict
         "rv_ef_pct": ef(ed["rv_cavity"], es["rv_cavity"]),
         "lv_mass_g": ed["lv_myocardium"] * MYOCARDIAL_DENSITY_G_PER_ML,
     }
+
+
+def clinical_measures(ed_labels, es_labels, ed_spacing, es_spacing=None) -> dict[str, float]:
+    """LV/RV EDV, ESV (ml), EF (%), LV stroke volume and LV myocardial mass (g) from ED/ES stacks."""
+    ed = label_volumes_ml(ed_labels, ed_spacing)
+    es = label_volumes_ml(es_labels, ed_spacing if es_spacing is None else es_spacing)
+    return measures_from_volumes(ed, es)
 
 
 # -- per-subject evaluation of a model on a cohort store ----------------------------------------
@@ -257,22 +313,26 @@ def predict_labels(model, images: np.ndarray, *, batch_size: int = 16, device="c
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[2:], np.int64)
 
 
-def evaluate_stacks(model, stacks: Mapping[tuple[str, str], dict], *, device="cpu") -> list[dict]:
-    """One row per (subject, phase): metrics of the model's predicted stack against the labels."""
+def evaluate_stacks(model, stacks: Mapping[tuple[str, str], dict], *, device="cpu",
+                    annotated: Mapping[str, Sequence[int]] | None = None) -> list[dict]:
+    """One row per (subject, phase): metrics of the model's predicted stack against the labels, on the
+    grid the stacks are on (``scoring.score_on_reference`` scores on the source pixels)."""
     rows = []
     for (sid, phase), st in sorted(stacks.items()):
         pred = predict_labels(model, st["images"], device=device)
         spacing = stack_spacing(st["planes"]) if len(st["planes"]) > 1 else (
             1.0, *[float(v) for v in st["planes"][0][9:11]]
         )
+        ann = None if annotated is None else annotated.get(sid)
         row = {"subject_id": sid, "phase": phase, "n_slices": int(len(pred))}
-        row.update(segmentation_metrics(pred, st["labels"], spacing))
+        row.update(segmentation_metrics(pred, st["labels"], spacing, annotated=ann))
         rows.append(row)
     return rows
 
 
 def subject_summary(rows: Sequence[dict]) -> list[dict]:
-    """Average the ED and ES rows of each subject: the per-subject numbers the field reports."""
+    """Average the ED and ES rows of each subject (means of the defined values; counts summed): the
+    per-subject numbers the field reports."""
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["subject_id"], []).append(r)
@@ -280,6 +340,7 @@ def subject_summary(rows: Sequence[dict]) -> list[dict]:
     out = []
     for sid, rs in sorted(by.items()):
         row = {"subject_id": sid, "phases": "+".join(sorted(r["phase"] for r in rs))}
-        row.update({k: float(np.mean([r[k] for r in rs])) for k in keys})
+        row.update({k: nanmean(r[k] for r in rs) for k in keys})
+        row.update({k: float(sum(r.get(k, 0.0) for r in rs)) for k in empty_names()})
         out.append(row)
     return out

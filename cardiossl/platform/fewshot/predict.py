@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cardiossl.datasets.geometry import Plane
+from cardiossl.datasets.resample import label_to_source  # noqa: F401  (public here too)
 
 from ..tracking import ModelLoadError, load_segmenter_folder, resolve_model_dir
 from .evaluate import clinical_measures, label_volumes_ml, slice_spacing_mm
@@ -170,16 +171,6 @@ def to_grid(image: np.ndarray, plane: Plane, image_size: int, spacing_mm: float,
     lo, hi, mean, std = stats["p0_5"], stats["p99_5"], stats["mean"], stats["std"]
     g = (np.clip(g, lo, hi) - mean) / std
     return g.astype(np.float32), plane_g
-
-
-def label_to_source(label_g: np.ndarray, plane_g: Plane, plane: Plane, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resampling of grid labels back onto a source slice's pixel grid (0 outside)."""
-    from scipy import ndimage
-
-    rr, cc = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
-    r, c, _ = plane_g.world_to_pixel(plane.pixel_to_world(rr, cc))
-    return ndimage.map_coordinates(np.asarray(label_g, dtype=np.uint8), [r, c], order=0, mode="constant",
-                                   cval=0, prefilter=False).astype(np.uint8)
 
 
 def model_segmenter(model, *, batch_size: int = 16, device="cpu") -> Callable:

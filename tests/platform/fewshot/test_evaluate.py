@@ -65,18 +65,50 @@ def test_hd95_ignores_a_far_outlier_that_the_maximum_would_see():
 
 
 def test_empty_structures_follow_the_documented_rule():
+    """Present in exactly one of label and prediction: Dice 0, HD95 undefined and counted (never an
+    FOV diagonal averaged in); absent from both: Dice 1, HD95 0."""
     y = _stack((2, 10, 20))
     p = _stack((2, 10, 20))
     y[0, 2:5, 2:5] = 1  # LV cavity missed by the prediction
     p[1, 2:5, 2:5] = 3  # RV cavity hallucinated
     # LV myocardium absent from both
-    sp = (10.0, 2.0, 1.0)
-    m = segmentation_metrics(p, y, sp)
-    diagonal = math.sqrt((2 * 10.0) ** 2 + (10 * 2.0) ** 2 + (20 * 1.0) ** 2)
-    assert m["dice_lv_cavity"] == 0.0 and m["hd95_lv_cavity"] == pytest.approx(diagonal)
-    assert m["dice_rv_cavity"] == 0.0 and m["hd95_rv_cavity"] == pytest.approx(diagonal)
-    assert m["dice_lv_myocardium"] == 1.0 and m["hd95_lv_myocardium"] == 0.0
-    assert all(math.isfinite(v) for v in m.values())
+    m = segmentation_metrics(p, y, (10.0, 2.0, 1.0))
+    assert m["dice_lv_cavity"] == 0.0 and math.isnan(m["hd95_lv_cavity"]) and m["empty_lv_cavity"] == 1.0
+    assert m["dice_rv_cavity"] == 0.0 and math.isnan(m["hd95_rv_cavity"]) and m["empty_rv_cavity"] == 1.0
+    assert m["dice_lv_myocardium"] == 1.0 and m["hd95_lv_myocardium"] == 0.0 and m["empty_lv_myocardium"] == 0.0
+    assert m["hd95_mean"] == 0.0 and m["dice_mean"] == pytest.approx(1 / 3)
+
+
+def test_unannotated_classes_are_left_out_of_every_score():
+    """A reference that annotates LV cavity and myocardium only (Sunnybrook): a perfect LV + MYO
+    prediction scores 1.0 whatever it predicts where the RV would be."""
+    y = _stack((3, 24, 24))
+    y[:, 6:18, 6:18] = 2
+    y[:, 9:15, 9:15] = 1
+    p = y.copy()
+    p[:, 0:4, 18:24] = 3  # RV pixels where the reference says 0 (= "not annotated" there)
+    full = segmentation_metrics(p, y, (8.0, 1.5, 1.5))
+    assert full["dice_rv_cavity"] == 0.0 and full["dice_mean"] == pytest.approx(2 / 3)  # scored as wrong
+    m = segmentation_metrics(p, y, (8.0, 1.5, 1.5), annotated=(1, 2))
+    assert m["dice_mean"] == 1.0 and m["hd95_mean"] == 0.0
+    assert math.isnan(m["dice_rv_cavity"]) and math.isnan(m["hd95_rv_cavity"]) and m["empty_rv_cavity"] == 0.0
+    from cardiossl.platform.fewshot.evaluate import regional_dice, segmentation_dice
+
+    assert segmentation_dice(p, y, annotated=(1, 2))["dice_mean"] == 1.0
+    assert regional_dice(p, y, annotated=(1, 2)) == {"dice_basal": 1.0, "dice_mid": 1.0, "dice_apical": 1.0}
+
+
+def test_regional_dice_splits_the_labelled_slices_into_thirds_base_to_apex():
+    from cardiossl.platform.fewshot.evaluate import regional_dice
+
+    y = _stack((8, 10, 10))
+    y[1:7, 2:8, 2:8] = 1  # 6 labelled slices: thirds 1-2, 3-4, 5-6
+    p = y.copy()
+    p[5:7] = 0  # the apical third missed entirely
+    p[3, 2:8, 2:5] = 0  # half of one mid slice missed
+    r = regional_dice(p, y)
+    assert r["dice_basal"] == 1.0 and r["dice_apical"] == pytest.approx(2 / 3)  # LV 0, Myo/RV absent: 1
+    assert r["dice_mid"] == pytest.approx((2 * 54 / (72 + 54) + 2) / 3)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -168,10 +200,11 @@ def test_collect_stacks_orders_base_to_apex_and_summary_averages_phases():
     st = stacks[("s1", "ed")]
     assert list(st["slice_index"]) == [0, 1, 2]
     assert [int(np.argwhere(lab)[0, 0]) for lab in st["labels"]] == [0, 1, 2]
-    rows = [{"subject_id": "s1", "phase": "ed", **{k: 1.0 for k in _keys()}},
-            {"subject_id": "s1", "phase": "es", **{k: 0.5 for k in _keys()}}]
+    rows = [{"subject_id": "s1", "phase": "ed", **{k: 1.0 for k in _keys()}, "empty_rv_cavity": 1.0},
+            {"subject_id": "s1", "phase": "es", **{k: 0.5 for k in _keys()}, "hd95_rv_cavity": float("nan")}]
     (summary,) = subject_summary(rows)
     assert summary["dice_mean"] == pytest.approx(0.75) and summary["phases"] == "ed+es"
+    assert summary["hd95_rv_cavity"] == 1.0 and summary["empty_rv_cavity"] == 1.0  # defined values; counts summed
 
 
 def _keys():
