@@ -42,7 +42,14 @@ class MultitaskConfig(StrictModel):
 
 
 class FinetuneValidation(StrictModel):
+    """Validation Dice every ``every_steps`` selects the checkpoint and decides when to stop."""
+
     every_steps: int = Field(50, ge=1, description="validation Dice for model selection every K steps")
+    patience: int | None = Field(
+        6, ge=1, description="stop after this many validations without improvement (early stopping; "
+        "`steps` is the cap); null: always train `steps`",
+    )
+    min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this does not count")
 
 
 class FinetuneJob(JobBase):
@@ -61,7 +68,7 @@ class FinetuneJob(JobBase):
     )
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    steps: int = Field(500, ge=1, description="optimiser steps (same for every N)")
+    steps: int = Field(500, ge=1, description="most optimiser steps (the cap; validation.patience stops earlier)")
     batch_size: int = Field(8, ge=1)
     image_size: int = Field(128, ge=16, description="network input side (store spacing)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -93,9 +100,10 @@ class FinetuneJob(JobBase):
                 "image_size", "image_size must be a multiple of 8 (U-Net downsampling), got {v}",
                 {"v": self.image_size, "field": "image_size"},
             )
-        if self.cohort.split.test == 0:
+        if self.cohort.split.test == 0 and self.cohort.split.file is None:
             raise PydanticCustomError(
-                "split", "few-shot evaluation needs a test set: set cohort.split.test to a count or fraction",
+                "split", "few-shot evaluation needs a test set: set cohort.split.test to a count or fraction "
+                "(or cohort.split.file)",
                 {"field": "test"},
             )
         if self.init == "scratch" and self.mode == "decoder":

@@ -23,8 +23,11 @@ imbalance (the myocardium is a thin ring in a mostly-background image) and optim
 that is reported. This is the default of nnU-Net (Isensee et al., Nat Methods 2021), which found it
 robust across segmentation tasks.
 
-Training length is in optimiser steps, not epochs, so that N=1 and N=all get the same compute.
-The loop is plain torch and runs in-process (the study runs it inside Ray tasks); it returns the
+Training length is in optimiser steps, not epochs, so that N=1 and N=all get the same cap; each
+trial stops once its validation Dice has stopped improving (``convergence.EarlyStopping``), so every
+method is compared converged. Subjects that annotate only some classes (Sunnybrook: no RV) train
+with the marginal loss (``losses``) and are scored on their annotated classes only. Test subjects
+are scored on their source pixels (``reference``, ``scoring``). The loop is plain torch and runs in-process (the study runs it inside Ray tasks); it returns the
 metrics and the best model instead of writing to MLflow, so only the driver talks to the tracking
 database.
 """
@@ -39,14 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cardiossl.datasets.splits import SplitError, fewshot_split
+from cardiossl.datasets.splits import SplitError, apply_split_file, excluded_ids, fewshot_split, load_split_file
 
 from .. import tracking
 from ..config import ConfigError, FinetuneError, FinetuneJob, PretextSpec, SegLossConfig, flatten, load_job
 from ..tracking import N_CLASSES, build_segmenter, register_segmenter, save_segmenter, segmenter_from_state
 from ..training import Augment, SampleTransform, build_optimizer, build_scheduler, crop_or_pad
-from .evaluate import collect_stacks, evaluate_stacks, metric_names, predict_labels, segmentation_dice, subject_summary
+from .convergence import EarlyStopping, steps_to_reach
+from .evaluate import collect_stacks, nanmean, predict_labels, segmentation_dice
 from .init import InitWeights, resolve_init
+from .losses import marginal_dice_ce
+from .reference import ALL_CLASSES, label_classes, reference_stacks
+from .scoring import score_stacks, summarise_subjects, trial_metrics
 from .report import rows_csv
 from .samples import _collate, _Epochs, labelled_subjects, load_samples
 
@@ -112,12 +119,49 @@ def _eval_stacks(samples: list[dict], image_size: int) -> dict:
     return collect_stacks(crop_or_pad(s, image_size) for s in samples)
 
 
-def _val_dice(model, stacks: dict, device) -> float:
+def _val_dice(model, stacks: dict, device, annotated: dict | None = None) -> float:
     if not stacks:
         return float("nan")
-    scores = [segmentation_dice(predict_labels(model, st["images"], device=device), st["labels"])["dice_mean"]
-              for st in stacks.values()]
-    return float(np.mean(scores))
+    annotated = annotated or {}
+    scores = [segmentation_dice(predict_labels(model, st["images"], device=device), st["labels"],
+                                annotated=annotated.get(sid))["dice_mean"]
+              for (sid, _), st in stacks.items()]
+    return nanmean(scores)
+
+
+def trial_split(job: FinetuneJob, labelled: list[str], held_out: dict | None = None) -> dict[str, list[str]]:
+    """The trial's subjects: the labelled pool after ``cohort.subjects`` / ``cohort.exclude``; test and
+    validation from ``held_out`` (pinned by the study), ``cohort.split.file`` or the hash rule."""
+    if job.cohort.subjects:
+        allowed = set(job.cohort.subjects)
+        labelled = [s for s in labelled if s in allowed]
+    drop = excluded_ids(job.cohort.exclude, fold=job.cohort.split.fold)
+    labelled = [s for s in labelled if s not in drop]
+    if held_out is None and job.cohort.split.file:
+        groups = apply_split_file(labelled, load_split_file(job.cohort.split.file, fold=job.cohort.split.fold))
+        held_out = {"test": groups["test"], "val": groups["val"]}
+    try:
+        return fewshot_split(labelled, test=job.cohort.split.test, val=job.cohort.split.val,
+                             split_seed=job.cohort.split.seed, n_train=job.n_train, seed=job.seed, held_out=held_out)
+    except SplitError as exc:
+        raise FinetuneError(str(exc)) from None
+
+
+def _annotated_mask(classes) -> np.ndarray:
+    m = np.zeros(N_CLASSES, dtype=bool)
+    m[0] = True
+    m[list(classes)] = True
+    return m
+
+
+def make_seg_loss(cfg: SegLossConfig, partial: bool):
+    """``loss(logits, y, batch)``: MONAI DiceCELoss, or the marginal loss when some training subject
+    annotates only some classes (the batch then carries each sample's ``annotated`` mask)."""
+    if not partial:
+        full = seg_loss_fn(cfg)
+        return lambda logits, y, batch: full(logits, y)
+    return lambda logits, y, batch: marginal_dice_ce(logits, y, batch["annotated"], ce_weight=cfg.ce_weight,
+                                                     dice_weight=cfg.dice_weight)
 
 
 def _build_model(job: FinetuneJob, init: InitWeights | None):
@@ -144,13 +188,26 @@ def _build_model(job: FinetuneJob, init: InitWeights | None):
     return build_segmenter(backbone), bb_spec
 
 
+def _validate(model, val_stacks, device, annotated, step, loss, terms, opt, history, log, stopper) -> bool:
+    """One validation: record the curve point, report it, tell the stopper; True on a new best."""
+    vd = _val_dice(model, val_stacks, device, annotated)
+    rec = {"step": step, "loss": float(loss.detach()), **terms, "val_dice": vd, "lr": opt.param_groups[0]["lr"]}
+    history.append(rec)
+    if log is not None:
+        log(step, rec)
+    return stopper.update(step, vd)
+
+
 def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", progress: bool = False,
-             labelled: list[str] | None = None, log=None) -> FinetuneResult:
+             labelled: list[str] | None = None, log=None, held_out: dict | None = None,
+             reference: dict | None = None) -> FinetuneResult:
     """Run one fine-tuning trial in-process and return its metrics and best model.
 
     ``init``: "resolve" loads ``job.init`` (MLflow registry / run); pass an ``InitWeights`` (or
     None for scratch) to skip that, as the study's Ray tasks do. ``labelled``: the labelled pool
-    (computed from the store when None). ``log(step, metrics)``: optional callback.
+    (computed from the store when None). ``held_out``: {"test", "val"} pinned by the caller.
+    ``reference``: the test subjects' reference stacks (``reference.reference_stacks``; read here
+    when None). ``log(step, metrics)``: optional callback.
     """
     torch = _torch()
 
@@ -168,18 +225,16 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
 
     if labelled is None:
         labelled = labelled_subjects(store)
-    if job.cohort.subjects:
-        allowed = set(job.cohort.subjects)
-        labelled = [s for s in labelled if s in allowed]
-    try:
-        split = fewshot_split(labelled, test=job.cohort.split.test, val=job.cohort.split.val,
-                              split_seed=job.cohort.split.seed, n_train=job.n_train, seed=job.seed)
-    except SplitError as exc:
-        raise FinetuneError(str(exc)) from None
+    split = trial_split(job, labelled, held_out)
     phases = tuple(job.cohort.phases or ("ed", "es"))
+    annotated = label_classes(store, sorted(set(split["train"]) | set(split["val"]) | set(split["test"])))
+    partial = any(set(annotated[s]) != set(ALL_CLASSES) for s in split["train"])
     train_samples = load_samples(store, split["train"], phases=phases, views=tuple(job.cohort.views))
     if not train_samples:
         raise FinetuneError(f"no labelled SA slices for training subjects {split['train']}")
+    if partial:
+        for smp in train_samples:
+            smp["annotated"] = _annotated_mask(annotated[smp["subject_id"]])
     val_stacks = _eval_stacks(load_samples(store, split["val"], phases=("ed", "es")), job.image_size)
 
     # model ---------------------------------------------------------------------------------
@@ -208,20 +263,23 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
 
     opt = build_optimizer(job.optim, trainable)
     sched = build_scheduler(opt, job.schedule, job.steps)
-    loss_fn = seg_loss_fn(job.loss)
+    loss_fn = make_seg_loss(job.loss, partial)
+    keys = ("image", "label", "annotated") if partial else ("image", "label")
     augment = Augment.from_config(job.augment, job.image_size)
     stream = _Epochs(train_samples, job.batch_size, job.seed, SampleTransform(augment, None, train=True))
 
-    best = {"dice": -1.0, "step": 0, "state": None}
+    stopper = EarlyStopping(job.validation.patience, job.validation.min_delta)
+    best_state = None
     history: list[dict] = []
     bar = _progress(progress, job.steps, f"finetune {job.init} {job.mode} N={job.n_train} seed={job.seed}")
     running = 0.0
+    last_step = 0
     for step in range(job.steps):
         _train_mode(model, job.mode)
-        batch = _collate(stream.next(), ("image", "label"))
+        batch = _collate(stream.next(), keys)
         x = batch["image"].to(device)
         y = batch["label"].to(device).long().unsqueeze(1)
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y, batch)
         terms = {"seg_loss": float(loss.detach())}
         if pretext is not None:
             pretext_head.train()
@@ -237,36 +295,33 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
         opt.step()
         sched.step()
         running = terms["seg_loss"] if step == 0 else 0.9 * running + 0.1 * terms["seg_loss"]
-        last = step + 1 == job.steps
-        if (step + 1) % job.validation.every_steps == 0 or last:
-            vd = _val_dice(model, val_stacks, device)
-            rec = {"step": step + 1, "loss": float(loss.detach()), **terms, "val_dice": vd,
-                   "lr": opt.param_groups[0]["lr"]}
-            history.append(rec)
-            if log is not None:
-                log(step + 1, rec)
-            score = vd if not math.isnan(vd) else float(step)  # no val set: keep the last
-            if score > best["dice"]:
-                best = {"dice": score, "step": step + 1,
-                        "state": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}}
+        last_step = step + 1
         if bar is not None:
             bar[0].update(bar[1], advance=1, description=f"loss {running:.3f}")
+        if (step + 1) % job.validation.every_steps == 0 or step + 1 == job.steps:
+            if _validate(model, val_stacks, device, annotated, step + 1, loss, terms, opt, history, log, stopper):
+                best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+            if stopper.stop():
+                break
     if bar is not None:
         bar[0].stop()
 
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best_state)
     model.eval()
-    test_stacks = _eval_stacks(load_samples(store, split["test"], phases=("ed", "es")), job.image_size)
-    per_phase = evaluate_stacks(model, test_stacks, device=device)
-    per_subject = subject_summary(per_phase)
-    keys = metric_names()
-    metrics = {f"test_{k}": float(np.mean([r[k] for r in per_subject])) for k in keys}
+    test_samples = load_samples(store, split["test"], phases=("ed", "es"))
+    refs = reference if reference is not None else reference_stacks(store, collect_stacks(test_samples))
+    test_stacks = _eval_stacks(test_samples, job.image_size)
+    per_phase = score_stacks(model, test_stacks, refs, annotated=annotated, device=device)
+    per_subject = summarise_subjects(per_phase)
+    metrics = trial_metrics(per_subject)
     metrics.update({
-        "val_dice_best": float(best["dice"]) if val_stacks else float("nan"),
-        "best_step": float(best["step"]),
+        "val_dice_best": float(stopper.best) if val_stacks else float("nan"),
+        **stopper.summary(last_step),
+        "steps_to_95pct": steps_to_reach(history, 0.95),
         "n_train_subjects": float(len(split["train"])),
         "n_train_slices": float(len(train_samples)),
         "n_test_subjects": float(len(split["test"])),
+        "partial_labels": float(partial),
         "seconds": time.perf_counter() - t0,
     })
     spec = {

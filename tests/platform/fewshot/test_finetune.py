@@ -159,3 +159,51 @@ def test_ray_job_submit_runs_the_finetune_yaml(ray_cluster, tiny_store, tmp_path
     assert "evaluation/per_subject.csv" in arts
     model, spec = load_segmenter("models:/seg-submit@champion", tracking_uri=uri)
     assert spec["image_size"] == 32 and spec["n_train"] == 2
+
+
+def test_training_stops_when_validation_dice_stops_improving(store, tmp_path):
+    job = _job(store, tmp_path, steps=30, validation={"every_steps": 1, "patience": 2, "min_delta": 1.0})
+    res = finetune(job, init=None)
+    assert [h["step"] for h in res.history] == [1, 2, 3]  # no gain of 1.0 after the first: stop
+    assert res.metrics["best_step"] == 1 and res.metrics["stopped_step"] == 3 and res.metrics["converged"] == 1.0
+
+
+def test_partial_label_subjects_train_on_their_classes_and_are_scored_on_them(tmp_path):
+    """Two subjects annotate LV cavity + myocardium only (as Sunnybrook): training uses the marginal
+    loss, and their test rows have no RV score; a split file places them."""
+    import json
+
+    from cardiossl.datasets.store import CohortStore
+    from cardiossl.datasets.synthetic import synth_subject
+
+    recs = []
+    for i in range(5):
+        rec = synth_subject(f"synth{i:05d}", 0, n_frames=2, n_sub=1)
+        if i in (0, 3):
+            for s in rec.slices:
+                if s.label is not None:
+                    s.label = np.where(s.label == 3, 0, s.label).astype(s.label.dtype)
+            rec.meta["label_classes"] = [1, 2]
+        recs.append(rec)
+    path = tmp_path / "mixed.zarr"
+    CohortStore.create(path, grid_size=64, spacing_mm=2.5).write_subjects(recs)
+    split = tmp_path / "splits.json"
+    split.write_text(json.dumps({"test": ["synth00003", "synth00004"], "val": ["synth00002"]}))
+    job = _job(str(path), tmp_path, n_train="all", cohort={"store": str(path), "split": {"file": str(split)}})
+    res = finetune(job, init=None)
+    assert res.split["test"] == ["synth00003", "synth00004"] and sorted(res.split["train"]) == ["synth00000", "synth00001"]
+    assert res.metrics["partial_labels"] == 1.0
+    rows = {r["subject_id"]: r for r in res.per_subject}
+    assert np.isnan(rows["synth00003"]["dice_rv_cavity"]) and np.isnan(rows["synth00003"]["rv_edv_ml_err"])
+    assert np.isfinite(rows["synth00004"]["dice_rv_cavity"]) and np.isfinite(rows["synth00003"]["dice_mean"])
+
+
+def test_cohort_exclude_removes_subjects_from_the_pool(store, tmp_path):
+    from cardiossl.platform.fewshot.finetune import trial_split
+
+    pool = labelled_subjects(store)
+    job = _job(store, tmp_path, n_train="all", cohort={"store": store, "split": {"test": 2, "val": 1},
+                                                       "exclude": pool[:2]})
+    sp = trial_split(job, pool)
+    assert not set(pool[:2]) & set(sp["test"] + sp["val"] + sp["train"])
+    assert sorted(sp["test"] + sp["val"] + sp["train"]) == pool[2:]
