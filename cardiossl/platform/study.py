@@ -7,7 +7,7 @@ import warnings
 
 from cardiossl.platform.config import SCRATCH, BenchmarkJob, StudyGrid
 from cardiossl.platform.fewshot.report import aggregate, results_markdown, rows_csv, write_report
-from cardiossl.platform.fewshot.stats import champion_key, method_name, paired_vs_scratch
+from cardiossl.platform.fewshot.stats import champion_key, compare_to_scratch, method_name
 from cardiossl.platform.fewshot.study import StudyError, grid_cells, main, run_study
 
 warnings.warn(
@@ -18,7 +18,7 @@ warnings.warn(
 
 __all__ = [
     "SCRATCH", "BenchmarkJob", "StudyError", "StudyGrid", "aggregate", "champion_key", "grid_cells", "main",
-    "method_name", "paired_vs_scratch", "results_markdown", "rows_csv", "run_study", "write_report",
+    "method_name", "compare_to_scratch", "results_markdown", "rows_csv", "run_study", "write_report",
 ]
 
 if __name__ == "__main__":

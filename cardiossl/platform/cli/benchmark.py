@@ -10,8 +10,12 @@ def register(app: typer.Typer) -> None:
     def benchmark(
         job: str = typer.Argument(..., help="study job YAML (kind: benchmark)"),
         set_: list[str] = typer.Option([], "--set", help="override KEY=VALUE, validated like the file"),
+        write_split: str = typer.Option(None, "--write-split", help="only write the study's split (splits.json) "
+                                        "to this path and exit; pretraining excludes it with --set cohort.exclude=PATH"),
     ) -> None:
-        """Pretrain once per pretext (or reuse), fine-tune the grid on Ray, table + plot + champion."""
+        """Pretrain once per pretext without the test subjects (or reuse), fine-tune the grid on Ray, tables,
+        figures, statistics, champion."""
         from cardiossl.platform.fewshot.study import main
 
-        raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)]))
+        extra = ["--write-split", write_split] if write_split else []
+        raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)] + extra))

@@ -24,7 +24,8 @@ class StudyGrid(StrictModel):
     inits: list[str] = Field(default_factory=lambda: [SCRATCH, "position", "rotation", "context"])
     modes: list[Literal["decoder", "all", "multitask"]] = Field(default_factory=lambda: list(MODES))
     n_train: list[int | Literal["all"]] = Field(default_factory=lambda: [1, 2, 5, 10, 20, "all"])
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4],
+                             description="training runs per cell: the unit of the statistics (>= 5 for a claim)")
 
     @field_validator("inits", "modes", "n_train", "seeds")
     @classmethod
@@ -67,9 +68,11 @@ class StudyRay(StrictModel):
 
 
 class StatsConfig(StrictModel):
-    n_boot: int = Field(10000, ge=100)
+    n_boot: int = Field(10000, ge=100, description="hierarchical bootstrap resamples")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     seed: int = 0
+    failure_dice: float = Field(0.5, ge=0, le=1, description="a trial whose mean test Dice is below this failed")
+    tie_tolerance: float = Field(0.005, ge=0, description="|difference| <= this is a tie, not a win or a loss")
 
 
 class RegisterSpec(StrictModel):
@@ -88,17 +91,32 @@ class BenchmarkJob(JobBase):
         default_factory=dict, description="FinetuneJob fields shared by every trial (not init/mode/n_train/seed)"
     )
     pretrain: dict[str, PretrainSource] = Field(default_factory=dict)
+    pretrain_store: str | None = Field(
+        None, description="cohort store the pretraining runs read (cross-cohort: e.g. a large unlabelled or "
+        "synthetic store); null: cohort.store. The study's test and validation subjects are excluded either way",
+    )
     ray: StudyRay = Field(default_factory=StudyRay)
     stats: StatsConfig = Field(default_factory=StatsConfig)
     champion: RegisterSpec = Field(default_factory=RegisterSpec)
-    output_dir: str | None = Field(None, description="absolute folder for a local copy of table, plot, stats")
+    output_dir: str | None = Field(None, description="absolute folder for a local copy of tables, figures, split")
+    cache_dir: str | None = Field(
+        None, description="absolute folder of finished trials (resumable study: a rerun skips them); "
+        "null: <output_dir>/trials when output_dir is set, else no cache",
+    )
 
-    @field_validator("output_dir")
+    @field_validator("output_dir", "cache_dir")
     @classmethod
     def _abs(cls, v):
         if v is not None and not os.path.isabs(v):
             raise ValueError("must be an absolute path (a Ray job runs in a temporary copy of the working dir)")
         return v
+
+    @field_validator("pretrain_store")
+    @classmethod
+    def _store(cls, v):
+        from .base import absolute_or_uri
+
+        return None if v is None else absolute_or_uri(v, "pretrain_store")
 
     @model_validator(mode="after")
     def _checks(self) -> BenchmarkJob:

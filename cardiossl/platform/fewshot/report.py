@@ -1,4 +1,17 @@
-"""The study's report: aggregate over seeds, markdown and CSV tables, the Dice-vs-N plot (pure functions)."""
+"""The study's report: per (method, N) aggregates over seeds, the comparison with scratch, markdown
+and CSV tables, and the figures (pure functions of trial results).
+
+Tables (each a ``.md`` and a ``.csv`` in the report folder):
+
+* ``results``: Dice per structure, mean and median over seeds, failed trials, HD95 with the count
+  of undefined (empty-structure) cases;
+* ``convergence``: steps to the best validation Dice, steps to 95 % of it, trials that stopped on
+  their own (patience) rather than at the cap;
+* ``paired_vs_scratch``: differences to scratch with training runs as the unit (``stats``);
+* ``clinical``: LV/RV EDV, ESV, EF and LV mass errors (mean absolute error and bias);
+* ``regions``: Dice at ED and ES, in the basal / mid / apical third, and label pixels outside the
+  network's view.
+"""
 
 from __future__ import annotations
 
@@ -12,53 +25,143 @@ from typing import Any
 import numpy as np
 
 from ..config import SCRATCH, StatsConfig
-from .evaluate import metric_names
-from .stats import n_key, method_name, paired_vs_scratch
+from .evaluate import CLINICAL, REGIONS, STRUCTURES, empty_names, metric_names
+from .stats import compare_to_scratch, failed, method_name, n_key
+
+CLINICAL_LABELS = {"lv_edv_ml": "LV EDV (ml)", "lv_esv_ml": "LV ESV (ml)", "lv_ef_pct": "LV EF (%)",
+                   "rv_edv_ml": "RV EDV (ml)", "rv_esv_ml": "RV ESV (ml)", "rv_ef_pct": "RV EF (%)",
+                   "lv_mass_g": "LV mass (g)"}
 
 
-def aggregate(trials: Sequence[dict]) -> list[dict]:
-    """One row per (method, N): mean and std over seeds of each trial's test means.
+def _vals(ts: Sequence[dict], key: str) -> np.ndarray:
+    return np.array([t["metrics"].get(key, np.nan) for t in ts], dtype=np.float64)
 
-    A trial: {"init", "mode", "n_train", "seed", "n_train_subjects", "metrics": {"test_dice_mean", ...}}.
-    """
-    keys = metric_names()
+
+def _stat(v: np.ndarray, how: str) -> float:
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan")
+    if how == "std":
+        return float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return float(getattr(np, how)(v))
+
+
+def aggregate(trials: Sequence[dict], failure_dice: float = 0.5) -> list[dict]:
+    """One row per (method, N): mean, std and median over seeds of each trial's test numbers, the
+    number of failed trials, convergence and the summed counts of undefined HD95."""
     cells: dict[tuple[str, Any], list[dict]] = {}
     for t in trials:
         cells.setdefault((method_name(t["init"], t["mode"]), t["n_train"]), []).append(t)
+    keys = (metric_names() + ["dice_ed", "dice_es"] + [f"dice_{r}" for r in REGIONS]
+            + [f"lost_frac_{s}" for s in STRUCTURES.values()]
+            + [f"{m}_{k}" for m in CLINICAL for k in ("mae", "bias")])
     rows = []
     for (method, n), ts in sorted(cells.items(), key=lambda kv: (kv[0][0] != SCRATCH, kv[0][0], n_key(kv[0][1]))):
         row: dict[str, Any] = {
             "method": method, "n_train": n, "n_subjects": float(np.mean([t["n_train_subjects"] for t in ts])),
-            "n_seeds": len(ts),
+            "n_seeds": len(ts), "failed": sum(failed(t, failure_dice) for t in ts),
         }
         for k in keys:
-            vals = np.array([t["metrics"][f"test_{k}"] for t in ts], dtype=np.float64)
-            row[f"{k}_mean"] = float(vals.mean())
-            row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            v = _vals(ts, f"test_{k}")
+            row[f"{k}_mean"], row[f"{k}_std"], row[f"{k}_median"] = _stat(v, "mean"), _stat(v, "std"), _stat(v, "median")
+        for k in empty_names():
+            row[k] = float(np.nansum(_vals(ts, f"test_{k}")))
+        for k in ("best_step", "stopped_step", "steps_to_95pct", "val_dice_best"):
+            v = _vals(ts, k)
+            row[f"{k}_median"], row[f"{k}_min"], row[f"{k}_max"] = _stat(v, "median"), _stat(v, "min"), _stat(v, "max")
+            row[f"{k}_mean"] = _stat(v, "mean")
+        row["converged"] = int(np.nansum(_vals(ts, "converged")))
         rows.append(row)
     return rows
 
 
-def _fmt_pm(m: float, s: float, digits: int) -> str:
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+# -- markdown -----------------------------------------------------------------------------------
+def _pm(r: dict, k: str, digits: int = 3) -> str:
+    m, s = r[f"{k}_mean"], r[f"{k}_std"]
+    return "n/a" if not math.isfinite(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def results_markdown(rows: Sequence[dict]) -> str:
-    """Markdown table: mean ± std over seeds per (method, N)."""
-    head = ["method", "N", "seeds", "Dice LV", "Dice Myo", "Dice RV", "Dice mean", "HD95 mean (mm)"]
+def _md(head: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for r in rows:
-        n = f"all ({r['n_subjects']:.0f})" if r["n_train"] == "all" else str(r["n_train"])
-        cells = [
-            r["method"], n, str(r["n_seeds"]),
-            _fmt_pm(r["dice_lv_cavity_mean"], r["dice_lv_cavity_std"], 3),
-            _fmt_pm(r["dice_lv_myocardium_mean"], r["dice_lv_myocardium_std"], 3),
-            _fmt_pm(r["dice_rv_cavity_mean"], r["dice_rv_cavity_std"], 3),
-            _fmt_pm(r["dice_mean_mean"], r["dice_mean_std"], 3),
-            _fmt_pm(r["hd95_mean_mean"], r["hd95_mean_std"], 2),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines) + "\n"
+
+
+def _n(r: dict) -> str:
+    return f"all ({r['n_subjects']:.0f})" if r["n_train"] == "all" else str(r["n_train"])
+
+
+def _f(v: float, digits: int = 3, sign: bool = False) -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def results_markdown(rows: Sequence[dict], failure_dice: float = 0.5) -> str:
+    """Mean ± std over seeds (median beside), failed trials, HD95 over the defined cases."""
+    head = ["method", "N", "seeds", f"failed (Dice < {failure_dice:g})", "Dice LV", "Dice Myo", "Dice RV",
+            "Dice mean", "Dice median", "HD95 mean (mm)", "HD95 undefined (cases)"]
+    body = []
+    for r in rows:
+        empty = int(sum(r[k] for k in empty_names()))
+        body.append([r["method"], _n(r), str(r["n_seeds"]), str(r["failed"]), _pm(r, "dice_lv_cavity"),
+                     _pm(r, "dice_lv_myocardium"), _pm(r, "dice_rv_cavity"), _pm(r, "dice_mean"),
+                     _f(r["dice_mean_median"]), _pm(r, "hd95_mean", 2), str(empty)])
+    return _md(head, body)
+
+
+def convergence_markdown(rows: Sequence[dict]) -> str:
+    head = ["method", "N", "seeds", "steps to best val Dice: median [min-max]", "steps to 95% of best (median)",
+            "stopped by patience", "best val Dice (mean)"]
+    body = [[r["method"], _n(r), str(r["n_seeds"]),
+             f"{_f(r['best_step_median'], 0)} [{_f(r['best_step_min'], 0)}-{_f(r['best_step_max'], 0)}]",
+             _f(r["steps_to_95pct_median"], 0), f"{r['converged']}/{r['n_seeds']}", _f(r["val_dice_best_mean"])]
+            for r in rows]
+    return _md(head, body)
+
+
+def paired_markdown(rows: Sequence[dict], confidence: float = 0.95) -> str:
+    pct = f"{confidence * 100:g}%"
+    head = ["method", "N", "seeds", "Δ Dice vs scratch (mean of seeds)", f"{pct} CI, hierarchical",
+            f"{pct} CI, flat (pairs)", "p (boot)", "p (Holm)", "seeds W/T/L", "pairs W/T/L",
+            "failed: method / scratch", "Δ without failed seeds", "Δ steps to best", "reading"]
+    body = []
+    for r in rows:
+        body.append([
+            r["method"], str(r["n_train"]), str(r["n_seeds"]), _f(r["mean_diff"], 4, True),
+            f"[{_f(r['ci_low'], 4, True)}, {_f(r['ci_high'], 4, True)}]",
+            f"[{_f(r['flat_ci_low'], 4, True)}, {_f(r['flat_ci_high'], 4, True)}]",
+            _f(r["p_boot"], 3), _f(r["p_holm"], 3),
+            f"{r['seed_wins']}/{r['seed_ties']}/{r['seed_losses']}",
+            f"{r['pair_wins']}/{r['pair_ties']}/{r['pair_losses']}",
+            f"{r['failed_method']} / {r['failed_scratch']}",
+            f"{_f(r['clean_mean_diff'], 4, True)} ({r['clean_seeds']} seeds)",
+            _f(r["steps_to_best_diff"], 0, True), r["note"],
+        ])
+    return _md(head, body)
+
+
+def clinical_markdown(rows: Sequence[dict]) -> str:
+    """Mean absolute error (bias = mean signed error, prediction - reference), means over seeds."""
+    head = ["method", "N"] + [f"{CLINICAL_LABELS[m]} MAE (bias)" for m in CLINICAL]
+    body = [[r["method"], _n(r)] + [f"{_f(r[f'{m}_mae_mean'], 1)} ({_f(r[f'{m}_bias_mean'], 1, True)})"
+                                    for m in CLINICAL] for r in rows]
+    return _md(head, body)
+
+
+def regions_markdown(rows: Sequence[dict]) -> str:
+    """Mean (median) over seeds; label pixels the network's input grid did not cover."""
+    head = (["method", "N", "Dice ED", "Dice ES"] + [f"Dice {r}" for r in REGIONS]
+            + ["label px outside the input: LV / Myo / RV"])
+    body = []
+    for r in rows:
+        cells = [r["method"], _n(r)]
+        for k in ["dice_ed", "dice_es"] + [f"dice_{x}" for x in REGIONS]:
+            cells.append(f"{_f(r[f'{k}_mean'])} ({_f(r[f'{k}_median'])})")
+        cells.append(" / ".join(f"{100 * r[f'lost_frac_{s}_mean']:.2f}%" if math.isfinite(r[f"lost_frac_{s}_mean"])
+                                else "n/a" for s in STRUCTURES.values()))
+        body.append(cells)
+    return _md(head, body)
 
 
 def rows_csv(rows: Sequence[dict]) -> str:
@@ -77,81 +180,41 @@ def rows_csv(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def plot_dice_vs_n(rows: Sequence[dict], path: str | os.PathLike, title: str = "Few-shot segmentation") -> Path:
-    """Mean Dice against N (log axis; 'all' at its subject count), one line per method, error bars
-    = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["method"], []).append(r)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for method, rs in by.items():
-        rs = sorted(rs, key=lambda r: r["n_subjects"])
-        x = [r["n_subjects"] for r in rs]
-        ax.errorbar(x, [r["dice_mean_mean"] for r in rs], yerr=[r["dice_mean_std"] for r in rs],
-                    marker="o", capsize=3, label=method, linestyle="--" if method == SCRATCH else "-")
-    ax.set_xscale("log")
-    ticks = sorted({r["n_subjects"] for r in rows})
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-    ax.set_xlabel("labelled training subjects (N)")
-    ax.set_ylabel("mean Dice (LV, Myo, RV) on test subjects")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-
-def paired_markdown(rows: Sequence[dict], confidence: float = 0.95) -> str:
-    head = ["method", "N", "pairs", "Δ Dice vs scratch", f"{int(confidence * 100)}% CI (bootstrap)",
-            "Wilcoxon p", "wins"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for r in rows:
-        p = "n/a" if math.isnan(r["wilcoxon_p"]) else f"{r['wilcoxon_p']:.3g}"
-        lines.append("| " + " | ".join([
-            r["method"], str(r["n_train"]), str(r["n_pairs"]), f"{r['mean_diff']:+.4f}",
-            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]", p, f"{r['win_rate']:.0%}",
-        ]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-
 def write_report(trials: Sequence[dict], folder: str | os.PathLike, stats: StatsConfig | None = None,
                  title: str = "Few-shot segmentation") -> dict[str, Path]:
-    """results.csv/.md, paired_vs_scratch.csv/.md, trials.csv, per_subject.csv and dice_vs_n.png."""
+    """Every table (.md + .csv), trials.csv, per_subject.csv and the figures; returns their paths."""
+    from .figures import plot_bland_altman, plot_dice_vs_n, plot_validation_curves
+
     stats = stats or StatsConfig()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(trials)
-    paired = paired_vs_scratch(trials, n_boot=stats.n_boot, confidence=stats.confidence, seed=stats.seed)
-    files = {
-        "results_csv": folder / "results.csv",
-        "results_md": folder / "results.md",
-        "paired_csv": folder / "paired_vs_scratch.csv",
-        "paired_md": folder / "paired_vs_scratch.md",
-        "trials_csv": folder / "trials.csv",
-        "per_subject_csv": folder / "per_subject.csv",
-        "plot": folder / "dice_vs_n.png",
-    }
-    files["results_csv"].write_text(rows_csv(rows))
-    files["results_md"].write_text(results_markdown(rows))
-    files["paired_csv"].write_text(rows_csv(paired))
-    files["paired_md"].write_text(paired_markdown(paired, stats.confidence) if paired else "(no scratch baseline in the grid)\n")
+    rows = aggregate(trials, stats.failure_dice)
+    paired = compare_to_scratch(trials, n_boot=stats.n_boot, confidence=stats.confidence, seed=stats.seed,
+                                failure_dice=stats.failure_dice, tie_tolerance=stats.tie_tolerance)
+    files: dict[str, Path] = {}
+
+    def put(name: str, text: str) -> None:
+        files[name.replace(".", "_")] = folder / name
+        (folder / name).write_text(text)
+
+    put("results.csv", rows_csv(rows))
+    put("results.md", results_markdown(rows, stats.failure_dice))
+    put("convergence.md", convergence_markdown(rows))
+    put("clinical.md", clinical_markdown(rows))
+    put("regions.md", regions_markdown(rows))
+    put("paired_vs_scratch.csv", rows_csv(paired))
+    put("paired_vs_scratch.md", paired_markdown(paired, stats.confidence) if paired
+        else "(no scratch baseline in the grid)\n")
     trial_rows = [{"method": method_name(t["init"], t["mode"]), "init": t["init"], "mode": t["mode"],
                    "n_train": t["n_train"], "seed": t["seed"], "n_train_subjects": t["n_train_subjects"],
-                   "run_id": t.get("run_id", ""), **t["metrics"]} for t in trials]
-    files["trials_csv"].write_text(rows_csv(trial_rows))
-    subj = [{"method": method_name(t["init"], t["mode"]), "n_train": t["n_train"], "seed": t["seed"], **r}
-            for t in trials for r in t["per_subject"]]
-    files["per_subject_csv"].write_text(rows_csv(subj))
-    plot_dice_vs_n(rows, files["plot"], title)
+                   "failed": failed(t, stats.failure_dice), "run_id": t.get("run_id", ""), **t["metrics"]}
+                  for t in trials]
+    put("trials.csv", rows_csv(trial_rows))
+    put("per_subject.csv", rows_csv([{"method": method_name(t["init"], t["mode"]), "n_train": t["n_train"],
+                                      "seed": t["seed"], **r} for t in trials for r in t["per_subject"]]))
+    files["plot"] = plot_dice_vs_n(rows, folder / "dice_vs_n.png", title)
+    files["validation_curves"] = plot_validation_curves(trials, folder / "validation_curves.png",
+                                                        f"{title}: validation curves")
+    for n in sorted({t["n_train"] for t in trials}, key=n_key):
+        files[f"bland_altman_N{n}"] = plot_bland_altman(trials, n, folder / f"bland_altman_N{n}.png")
     return files

@@ -2,27 +2,32 @@
 
 Grid (every dimension configurable): initialisation {scratch, position, rotation, context} x
 transfer mode {decoder, all, multitask} (scratch has one mode, ``all``) x N labelled training
-subjects {1, 2, 5, 10, 20, all} x seeds {0, 1, 2}, as in Bai et al., MICCAI 2019 (their Table 1:
-0.811 -> 0.852 mean Dice at 5 subjects, scratch -> anatomical position).
+subjects x seeds (>= 5 training runs per cell by default), as in Bai et al., MICCAI 2019 (their
+Table 1: 0.811 -> 0.852 mean Dice at 5 subjects, scratch -> anatomical position).
 
-* Pretraining runs once per pretext, and not at all when the Model Registry already holds a model
-  pretrained with the same resolved config on the same cohort (matched by the config hash and the
-  cohort fingerprint hash the pretraining run tags its model version with).
-* Fine-tuning trials run in parallel as Ray tasks across the cluster. A task returns its metrics,
-  per-subject rows and (only while it is the best so far) its weights; the DRIVER writes every
-  MLflow record, one nested run per trial under one parent run, because sqlite tolerates one writer.
-* Paired comparison: for one seed every method sees the same training and test subjects, so the
-  difference to scratch is paired per (seed, test subject): a paired bootstrap CI of the mean
-  difference (Efron & Tibshirani 1993) and a Wilcoxon signed-rank test.
+* **One split, computed once.** The test and validation subjects come from ``cohort.split`` (hash
+  rule, ``datasets.splits``) or ``cohort.split.file``; they are written as ``splits.json`` and
+  logged. Every pretraining run the study starts or reuses excludes them (``pretrained``): an
+  encoder that saw one is never used. Pretraining may read another store (``pretrain_store``):
+  pretrain on a large unlabelled or synthetic cohort, fine-tune and test on a labelled one.
+* **Converged trials.** Each trial trains until its validation Dice stops improving (patience,
+  with ``finetune.steps`` as the cap); steps-to-best and the validation curves of every trial
+  (``validation_curves.png``) are reported, so "converges faster" and "ends higher" stay apart.
+* **Scored on the source pixels** with partial labels honoured (``reference``, ``scoring``), with
+  clinical endpoints and Bland-Altman plots.
+* **Statistics with training runs as the unit** (``stats``): hierarchical bootstrap over seeds then
+  test subjects, Holm-corrected p, failed trials counted and their influence flagged.
+* Trials run in parallel as Ray tasks and return plain data; the DRIVER writes every MLflow record
+  (one nested run per trial under one parent), because sqlite tolerates one writer. Finished
+  trials are cached on disk (``trial_cache``): a rerun resumes.
 * The champion is chosen on VALIDATION Dice (never on the test set) and registered as
   ``cardiossl-seg@champion`` (safetensors + JSON spec; no pickles).
 """
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,20 +35,22 @@ from typing import Any
 
 import numpy as np
 
-from .. import tracking
-from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, is_model_ref, load_job
-from ..launch import cohort_fingerprint, launch
+from cardiossl.datasets.splits import (
+    REST, SplitError, apply_split_file, excluded_ids, held_out_split, load_split_file, split_cuts, subjects_hash,
+    write_split_file,
+)
+
+from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, load_job
 from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
+from .evaluate import collect_stacks
 from .finetune import finetune
 from .init import resolve_init
+from .pretrained import StudyError, ensure_pretrained, find_matching_pretrained, pretrain_identity  # noqa: F401
+from .reference import reference_stacks
 from .report import aggregate, paired_markdown, results_markdown, rows_csv, write_report
-from .samples import labelled_subjects
-from .stats import champion_key, method_name, paired_vs_scratch
-
-
-class StudyError(RuntimeError):
-    """The study cannot continue (every trial failed, no pretrained model, ...)."""
-
+from .samples import labelled_subjects, load_samples
+from .stats import champion_key, compare_to_scratch, method_name
+from .trial_cache import TrialCache, trial_key
 
 
 def grid_cells(job: BenchmarkJob) -> list[tuple[str, str, Any, int]]:
@@ -58,81 +65,48 @@ def grid_cells(job: BenchmarkJob) -> list[tuple[str, str, Any, int]]:
     return cells
 
 
-
-
-
-# ---------------------------------------------------------------------------------------------
-# pretraining: reuse or run
-# ---------------------------------------------------------------------------------------------
-def ensure_pretrained(job: BenchmarkJob, init: str, job_dir: Path | None = None, console=None) -> str:
-    """A model reference for ``init``: the given model, a registered version whose tags match the
-    pretrain job's config hash and the cohort fingerprint, or a fresh pretraining run."""
-    if is_model_ref(init):
-        return init
-    src = job.pretrain[init]
-    if src.model is not None:
-        return src.model
-    path = Path(src.job)
-    if not path.is_absolute() and job_dir is not None and (job_dir / path).exists():
-        path = job_dir / path
-    overrides = list(src.set) + [
-        f"cohort.store={job.cohort.store}",
-        f"mlflow.tracking_uri={job.mlflow.tracking_uri}",
-    ]
-    if job.checkpoint is not None:
-        overrides.append(f"checkpoint.storage_path={job.checkpoint.storage_path}")
-    pjob = load_job(path, overrides)
-    if not pjob.mlflow.registered_model:
-        raise StudyError(f"pretrain.{init}.job: {path} sets no mlflow.registered_model; the study loads by registry")
-    found = find_matching_pretrained(pjob)
-    if found:
-        if console:
-            console.print(f"[green]reusing[/] {found} for {init} (same config hash and cohort fingerprint)")
-        return found
-    if console:
-        console.print(f"[yellow]pretraining[/] {init} from {path} (no registered model matches)")
-    res = launch(pjob, address=job.ray.address)
-    if not res.model_version:
-        raise StudyError(f"pretraining {init} finished without registering a model")
-    return f"models:/{pjob.mlflow.registered_model}/{res.model_version}"
-
-
-def pretrain_identity(pjob) -> dict[str, str]:
-    """The tags that make a registered pretrained model reusable: config hash + cohort fingerprint."""
-    return {"config_hash": pjob.hash(),
-            "cohort_fingerprint": tracking.fingerprint_hash(cohort_fingerprint(pjob.cohort.store))}
-
-
-def find_matching_pretrained(pjob) -> str | None:
-    """``models:/NAME/VERSION`` of the newest registered version pretrained with this exact config
-    on this exact cohort (tags written by ``launch``), or None."""
-    from mlflow.exceptions import MlflowException
-
-    ident = pretrain_identity(pjob)
-    name = pjob.mlflow.registered_model
-    client = mlflow_client(pjob.mlflow.tracking_uri)
+def study_split(job: BenchmarkJob, labelled: list[str]) -> dict:
+    """The study's subjects, computed once: {"test", "val", "pool", "cuts", "seed"} of the labelled
+    pool after ``cohort.subjects`` / ``cohort.exclude``, from ``cohort.split.file`` or the hash rule."""
+    sp = job.cohort.split
+    pool = [s for s in labelled if not job.cohort.subjects or s in set(job.cohort.subjects)]
+    drop = excluded_ids(job.cohort.exclude, fold=sp.fold)
+    pool = sorted(s for s in pool if s not in drop)
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return None
-    ok = [v for v in versions if all((v.tags or {}).get(k) == val for k, val in ident.items())]
-    if not ok:
-        return None
-    best = max(ok, key=lambda v: int(v.version))
-    return f"models:/{name}/{best.version}"
+        if sp.file:
+            spec = load_split_file(sp.file, fold=sp.fold)
+            g = apply_split_file(pool, spec)
+            if not g["test"] or not g["train"]:
+                raise SplitError(f"cohort.split.file {sp.file} leaves {len(g['test'])} test and {len(g['train'])} "
+                                 f"training subjects among the {len(pool)} labelled ones")
+            return {"test": g["test"], "val": g["val"], "pool": g["train"], "cuts": spec.get("cuts"),
+                    "seed": spec.get("seed")}
+        parts = held_out_split(pool, test=sp.test, val=sp.val, seed=sp.seed)
+        cuts = split_cuts(pool, {"test": sp.test, "val": sp.val, "pool": REST}, sp.seed)
+    except SplitError as exc:
+        raise StudyError(f"cohort.split: {exc}") from None
+    return {**parts, "cuts": {"test": cuts["test"], "val": cuts["val"]}, "seed": sp.seed}
+
+
+def write_study_split(path: Path, job: BenchmarkJob, split: dict) -> Path:
+    """The study's split as a split file (``pool`` as ``train``), with the seed and cuts that pin it."""
+    return write_split_file(path, {"test": split["test"], "val": split["val"], "train": split["pool"]},
+                            seed=split["seed"], cuts=split["cuts"],
+                            note=f"few-shot study {job.name}: labelled subjects of {job.cohort.store}")
 
 
 # ---------------------------------------------------------------------------------------------
 # the driver
 # ---------------------------------------------------------------------------------------------
-def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int) -> dict:
+def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int, held_out: dict,
+                reference: dict | None) -> dict:
     """Body of one Ray task: fine-tune, evaluate, return plain data (never touches MLflow)."""
     import torch
 
     torch.set_num_threads(max(1, threads))
     job = FinetuneJob.model_validate(job_dict)
     t0 = time.time()
-    res = finetune(job, init=init_weights, labelled=labelled)
+    res = finetune(job, init=init_weights, labelled=labelled, held_out=held_out, reference=reference)
     return {
         "metrics": res.metrics, "per_subject": res.per_subject, "per_phase": res.per_phase,
         "split": res.split, "history": res.history, "spec": res.spec, "state_dict": res.state_dict,
@@ -163,11 +137,12 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
     run = client.create_run(
         experiment_id, run_name=f"{method_name(init, mode).replace('/', '-')}-N{n}-seed{seed}",
         tags={"mlflow.parentRunId": parent_id, "cardiossl.kind": "finetune-trial", "init": init, "mode": mode,
-              "n_train": str(n), "seed": str(seed)},
+              "n_train": str(n), "seed": str(seed), "cached": str(bool(out and out.get("cached"))).lower()},
     )
     rid = run.info.run_id
     params = [Param("init", init), Param("mode", mode), Param("n_train", str(n)), Param("seed", str(seed)),
-              Param("steps", str(job_dict["steps"])), Param("lr", str(job_dict["optim"]["lr"]))]
+              Param("steps_cap", str(job_dict["steps"])), Param("lr", str(job_dict["optim"]["lr"])),
+              Param("patience", str(job_dict["validation"]["patience"])), Param("model", str(job_dict["init"]))]
     ts = int(time.time() * 1000)
     if out is None:
         client.log_batch(rid, params=params, tags=[RunTag("error", (error or "")[:4000])])
@@ -178,10 +153,8 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
         for k in ("val_dice", "seg_loss", "pretext_loss", "lr"):
             if k in h and np.isfinite(h[k]):
                 metrics.append(Metric(k, float(h[k]), ts, int(h["step"])))
-    client.log_batch(rid, metrics=metrics[:1000], params=params)
-    if len(metrics) > 1000:
-        for i in range(1000, len(metrics), 1000):
-            client.log_batch(rid, metrics=metrics[i : i + 1000])
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(rid, metrics=metrics[i : i + 1000], params=params if i == 0 else [])
     client.log_text(rid, rows_csv(out["per_subject"]), "per_subject.csv")
     client.log_text(rid, rows_csv(out["per_phase"]), "per_phase.csv")
     client.log_dict(rid, out["split"], "split.json")
@@ -189,119 +162,177 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
     return rid
 
 
+def _say_split(console, split: dict, n_labelled: int) -> None:
+    console.print(f"[bold]split[/] {len(split['test'])} test + {len(split['val'])} validation subjects held out of "
+                  f"{n_labelled} labelled ({len(split['pool'])} to draw training subjects from); subjects hash "
+                  f"{subjects_hash(split['test'] + split['val'])}")
+
+
 def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -> dict:
-    """Run the whole study; returns {"parent_run_id", "files", "rows", "paired", "champion"}."""
+    """Run the whole study; returns {"parent_run_id", "files", "rows", "paired", "champion", ...}."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console()
-    client = mlflow_client(job.mlflow.tracking_uri)
+    uri = job.mlflow.tracking_uri
+    client = mlflow_client(uri)
     exp = client.get_experiment_by_name(job.mlflow.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(
-        job.mlflow.experiment, artifact_location=default_artifact_location(job.mlflow.tracking_uri))
+        job.mlflow.experiment, artifact_location=default_artifact_location(uri))
 
     cells = grid_cells(job)
     labelled = labelled_subjects(job.cohort.store)
+    split = study_split(job, labelled)
+    held = sorted(set(split["test"]) | set(split["val"]))
     console.print(f"[bold]study[/] {len(cells)} trials, {len(labelled)} labelled subjects in {job.cohort.store}")
+    _say_split(console, split, len(labelled))
 
-    # pretrained inits, resolved once on the driver ------------------------------------------------
+    # pretrained inits: resolved (or pretrained without the held-out subjects) once, on the driver
     refs: dict[str, str] = {}
+    records: dict[str, dict | None] = {}
     for init in job.grid.inits:
         if init != SCRATCH:
-            refs[init] = ensure_pretrained(job, init, job_dir, console)
+            refs[init], records[init] = ensure_pretrained(job, init, held, job_dir, console)
 
     parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study",
-                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job)})
+                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job),
+                                     "held_out_hash": subjects_hash(held)})
     pid = parent.info.run_id
-    client.log_text(pid, job.to_yaml(), "benchmark.yaml")
-    client.log_dict(pid, {k: v for k, v in refs.items()}, "pretrained_models.json")
-    client.log_batch(pid, params=[_param("cells", len(cells)), _param("inits", ",".join(job.grid.inits)),
-                                  _param("modes", ",".join(job.grid.modes)),
-                                  _param("n_train", ",".join(map(str, job.grid.n_train))),
-                                  _param("seeds", ",".join(map(str, job.grid.seeds))),
-                                  _param("labelled_subjects", len(labelled))])
     status = "FAILED"
+    work = Path(tempfile.mkdtemp(prefix="cardiossl-study-"))
     try:
-        ray = _connect_ray(job.ray)
-        inits = {SCRATCH: None}
-        for init, ref in refs.items():
-            inits[init] = ray.put(resolve_init(ref, job.mlflow.tracking_uri))
-        remote = ray.remote(_trial_task).options(
-            num_cpus=job.ray.cpus_per_trial, num_gpus=job.ray.gpus_per_trial, max_retries=job.ray.max_retries)
-        threads = max(1, int(job.ray.cpus_per_trial))
-        labelled_ref = ray.put(labelled)
-        pending = {}
-        jobs = {}
-        for cell in cells:
-            tj = job.trial_job(*cell).model_dump(mode="json")
-            if cell[0] != SCRATCH:
-                tj["init"] = refs[cell[0]]
-            tj["threads"] = threads
-            jobs[cell] = tj
-            pending[remote.remote(tj, inits[cell[0]], labelled_ref, threads)] = cell
+        split_file = write_study_split(work / "splits.json", job, split)
+        client.log_artifact(pid, str(split_file), "split")
+        client.log_text(pid, job.to_yaml(), "benchmark.yaml")
+        client.log_dict(pid, {k: {"model": v, "subjects_hash": (records[k] or {}).get("subjects_hash"),
+                                  "n_subjects_seen": len((records[k] or {}).get("seen", [])),
+                                  "subject_list_logged": records[k] is not None,
+                                  "held_out_seen": sorted(set((records[k] or {}).get("seen", [])) & set(held))}
+                              for k, v in refs.items()}, "pretrained_models.json")
+        for k, rec in records.items():
+            if rec is not None:
+                client.log_dict(pid, rec, f"pretrain_subjects/{k}.json")
+        client.log_batch(pid, params=[_param("cells", len(cells)), _param("inits", ",".join(job.grid.inits)),
+                                      _param("modes", ",".join(job.grid.modes)),
+                                      _param("n_train", ",".join(map(str, job.grid.n_train))),
+                                      _param("seeds", ",".join(map(str, job.grid.seeds))),
+                                      _param("labelled_subjects", len(labelled)),
+                                      _param("test_subjects", len(split["test"])),
+                                      _param("val_subjects", len(split["val"])),
+                                      _param("pretrain_store", job.pretrain_store or job.cohort.store)])
 
-        trials, failures = [], []
-        best, best_key = None, None
-        with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=console, transient=False) as prog:
-            task = prog.add_task("", total=len(cells))
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                cell = pending.pop(done[0])
-                try:
-                    out = ray.get(done[0])
-                    err = None
-                except Exception as exc:  # one failed trial is reported, the study goes on
-                    out, err = None, f"{type(exc).__name__}: {exc}"
-                rid = _log_trial(client, exp_id, pid, cell, jobs[cell], out, err)
-                if out is None:
-                    failures.append({"cell": cell, "error": err, "run_id": rid})
-                    prog.update(task, advance=1, description=f"[red]failed[/] {cell}")
-                    continue
-                init, mode, n, seed = cell
-                trial = {"init": init, "mode": mode, "n_train": n, "seed": seed, "run_id": rid,
-                         "n_train_subjects": out["metrics"]["n_train_subjects"], "metrics": out["metrics"],
-                         "per_subject": out["per_subject"]}
-                trials.append(trial)
-                if best_key is None or champion_key(trial) > best_key:
-                    best_key, best = champion_key(trial), {**trial, "spec": out["spec"], "state_dict": out["state_dict"]}
-                prog.update(task, advance=1,
-                            description=f"{method_name(init, mode)} N={n} s={seed}: Dice {out['metrics']['test_dice_mean']:.3f}")
-        if not trials:
-            raise StudyError(f"every trial failed; first error: {failures[0]['error'] if failures else '?'}")
-
-        with tempfile.TemporaryDirectory() as tmp:
-            files = write_report(trials, Path(tmp) / "report", job.stats, title=f"{job.name}: few-shot Dice")
-            for f in files.values():
-                client.log_artifact(pid, str(f), "report")
-            rows = aggregate(trials)
-            paired = paired_vs_scratch(trials, n_boot=job.stats.n_boot, confidence=job.stats.confidence,
-                                       seed=job.stats.seed)
-            local_files = files
-            if job.output_dir:
-                import shutil
-
-                out_dir = Path(job.output_dir)
-                out_dir.mkdir(parents=True, exist_ok=True)
-                local_files = {}
-                for k, f in files.items():
-                    shutil.copy2(f, out_dir / f.name)
-                    local_files[k] = out_dir / f.name
-            for r in rows:
-                tag = f"{r['method'].replace('/', '_')}_N{r['n_train']}"
-                client.log_metric(pid, f"dice_mean.{tag}", r["dice_mean_mean"])
-            champion = _register_champion(client, job, pid, best, tmp)
-            if failures:
-                client.log_dict(pid, [{"cell": list(map(str, f["cell"])), "error": f["error"], "run_id": f["run_id"]}
-                                      for f in failures], "failures.json")
-            status = "FINISHED"
-        print(results_markdown(rows), flush=True)  # plain print: tables must not be re-wrapped
+        trials, failures, champion = _run_trials(job, cells, refs, labelled, split, client, exp_id, pid, console)
+        local_files, rows, paired = _report(job, trials, client, pid, work)
+        champion = _register_champion(client, job, pid, champion, str(work))
+        if failures:
+            client.log_dict(pid, [{"cell": list(map(str, f["cell"])), "error": f["error"], "run_id": f["run_id"]}
+                                  for f in failures], "failures.json")
+        status = "FINISHED"
+        print(results_markdown(rows, job.stats.failure_dice), flush=True)  # plain print: never re-wrapped
         if paired:
             print(paired_markdown(paired, job.stats.confidence), flush=True)
         return {"parent_run_id": pid, "files": {k: str(v) for k, v in local_files.items()}, "rows": rows,
-                "paired": paired, "champion": champion, "failures": failures, "trials": trials}
+                "paired": paired, "champion": champion, "failures": failures, "trials": trials, "split": split,
+                "pretrained": refs}
     finally:
         client.set_terminated(pid, status)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_trials(job, cells, refs, labelled, split, client, exp_id, pid, console):
+    """Every cell: from the cache, or as a Ray task; each logged as it finishes. Returns (trials,
+    failures, best trial with its weights)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    held = {"test": split["test"], "val": split["val"]}
+    cache_dir = job.cache_dir or (str(Path(job.output_dir) / "trials") if job.output_dir else None)
+    cache = TrialCache(cache_dir) if cache_dir else None
+    jobs, keys = {}, {}
+    threads = max(1, int(job.ray.cpus_per_trial))
+    for cell in cells:
+        tj = job.trial_job(*cell).model_dump(mode="json")
+        if cell[0] != SCRATCH:
+            tj["init"] = refs[cell[0]]
+        tj["threads"] = threads
+        jobs[cell] = tj
+        keys[cell] = trial_key(tj, held, split["test"] + split["val"] + split["pool"])
+    done_now = {c: cache.load(keys[c]) for c in cells} if cache else {}
+    done_now = {c: o for c, o in done_now.items() if o is not None}
+    todo = [c for c in cells if c not in done_now]
+    if done_now:
+        console.print(f"[green]resuming[/] {len(done_now)} of {len(cells)} trials from {cache_dir}")
+
+    trials, failures = [], []
+    best, best_key = None, None
+
+    def finish(cell, out, err):
+        nonlocal best, best_key
+        rid = _log_trial(client, exp_id, pid, cell, jobs[cell], out, err)
+        if out is None:
+            failures.append({"cell": cell, "error": err, "run_id": rid})
+            return f"[red]failed[/] {cell}"
+        init, mode, n, seed = cell
+        trial = {"init": init, "mode": mode, "n_train": n, "seed": seed, "run_id": rid,
+                 "n_train_subjects": out["metrics"]["n_train_subjects"], "metrics": out["metrics"],
+                 "per_subject": out["per_subject"], "history": out["history"]}
+        trials.append(trial)
+        if best_key is None or champion_key(trial) > best_key:
+            best_key, best = champion_key(trial), {**trial, "spec": out["spec"], "state_dict": out["state_dict"]}
+        m = out["metrics"]
+        return (f"{method_name(init, mode)} N={n} s={seed}: Dice {m['test_dice_mean']:.3f} "
+                f"(best step {int(m['best_step'])}{', cached' if out.get('cached') else ''})")
+
+    with Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=console, transient=False) as prog:
+        task = prog.add_task("", total=len(cells))
+        for cell, out in done_now.items():
+            prog.update(task, advance=1, description=finish(cell, out, None))
+        if todo:
+            ray = _connect_ray(job.ray)
+            inits = {SCRATCH: None}
+            for init, ref in refs.items():
+                inits[init] = ray.put(resolve_init(ref, job.mlflow.tracking_uri))
+            test_samples = load_samples(job.cohort.store, split["test"], phases=("ed", "es"))
+            ref_ref = ray.put(reference_stacks(job.cohort.store, collect_stacks(test_samples)))
+            remote = ray.remote(_trial_task).options(
+                num_cpus=job.ray.cpus_per_trial, num_gpus=job.ray.gpus_per_trial, max_retries=job.ray.max_retries)
+            labelled_ref, held_ref = ray.put(labelled), ray.put(held)
+            pending = {remote.remote(jobs[c], inits[c[0]], labelled_ref, threads, held_ref, ref_ref): c for c in todo}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                cell = pending.pop(ready[0])
+                try:
+                    out, err = ray.get(ready[0]), None
+                except Exception as exc:  # one failed trial is reported, the study goes on
+                    out, err = None, f"{type(exc).__name__}: {exc}"
+                if out is not None and cache is not None:
+                    cache.save(keys[cell], out)
+                prog.update(task, advance=1, description=finish(cell, out, err))
+    if not trials:
+        raise StudyError(f"every trial failed; first error: {failures[0]['error'] if failures else '?'}")
+    return trials, failures, best
+
+
+def _report(job: BenchmarkJob, trials: list[dict], client, pid: str, work: Path):
+    """Tables and figures into the parent run's ``report/`` (and ``output_dir``)."""
+    files = write_report(trials, work / "report", job.stats, title=f"{job.name}: few-shot Dice")
+    for f in files.values():
+        client.log_artifact(pid, str(f), "report")
+    rows = aggregate(trials, job.stats.failure_dice)
+    paired = compare_to_scratch(trials, n_boot=job.stats.n_boot, confidence=job.stats.confidence, seed=job.stats.seed,
+                                failure_dice=job.stats.failure_dice, tie_tolerance=job.stats.tie_tolerance)
+    local = dict(files)
+    if job.output_dir:
+        out_dir = Path(job.output_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, f in files.items():
+            shutil.copy2(f, out_dir / f.name)
+            local[k] = out_dir / f.name
+        shutil.copy2(work / "splits.json", out_dir / "splits.json")
+        local["split"] = out_dir / "splits.json"
+    for r in rows:
+        tag = f"{r['method'].replace('/', '_')}_N{r['n_train']}"
+        client.log_metric(pid, f"dice_mean.{tag}", r["dice_mean_mean"])
+    return local, rows, paired
 
 
 def _param(k: str, v) -> Any:
@@ -337,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cardiossl-benchmark")
     ap.add_argument("job")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--write-split", metavar="PATH", default=None,
+                    help="only write the study's test / validation / pool split (splits.json) and exit: pretraining "
+                    "submitted separately excludes it with --set cohort.exclude=PATH, the study reads it with "
+                    "--set cohort.split.file=PATH")
     a = ap.parse_args(argv)
     try:
         job = load_job(a.job, a.overrides)
@@ -346,7 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(job, BenchmarkJob):
         print(f"error: {a.job} is a {job.kind!r} job; `benchmark` runs kind: benchmark")
         return 2
-    out = run_study(job, job_dir=Path(a.job).resolve().parent)
+    try:
+        if a.write_split:
+            split = study_split(job, labelled_subjects(job.cohort.store))
+            path = write_study_split(Path(a.write_split).resolve(), job, split)
+            print(f"split: {len(split['test'])} test, {len(split['val'])} validation, {len(split['pool'])} pool -> {path}")
+            return 0
+        out = run_study(job, job_dir=Path(a.job).resolve().parent)
+    except StudyError as exc:
+        print(f"error: {exc}")
+        return 2
     print(f"parent run: {out['parent_run_id']}")
     for k, v in out["files"].items():
         print(f"{k}: {v}")

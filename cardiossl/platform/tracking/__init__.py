@@ -5,7 +5,9 @@ pretrained encoders and segmenters (``weights``) and Model Registry registration
 (``models``); it imports only ``platform.config`` and the rooms below it.
 """
 
-from .models import ARTIFACT_PATH, load_pretrained, register_pretrained, register_segmenter, resolve_model_dir
+from .models import (
+    ARTIFACT_PATH, load_pretrained, model_version, register_pretrained, register_segmenter, resolve_model_dir,
+)
 from .runs import (
     create_run,
     default_artifact_location,
@@ -35,7 +37,7 @@ __all__ = [
     "ARTIFACT_PATH", "FORMAT_VERSION", "MAX_PARAM_LEN", "N_CLASSES", "SEGMENTER_FORMAT", "SEGMENTER_SPEC",
     "SEGMENTER_WEIGHTS", "MlflowTracker", "ModelLoadError", "NullTracker", "build_segmenter", "create_run",
     "default_artifact_location", "fingerprint_hash", "finish_run", "git_commit", "load_pretrained",
-    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker", "mlflow_client",
+    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker", "mlflow_client", "model_version",
     "register_pretrained", "register_segmenter", "resolve_model_dir", "save_pretrained", "save_segmenter",
     "segmenter_from_state",
 ]

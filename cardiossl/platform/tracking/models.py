@@ -46,17 +46,7 @@ def resolve_model_dir(ref: str, tracking_uri: str | None = None, dst: str | os.P
     dst = str(dst) if dst is not None else tempfile.mkdtemp(prefix="cardiossl-model-")
     try:
         if ref.startswith("models:/"):
-            client = mlflow_client(tracking_uri)
-            name, version = _parse_models_uri(ref)
-            if version.startswith("@"):
-                mv = client.get_model_version_by_alias(name, version[1:])
-            elif version.lower() == "latest":
-                versions = client.search_model_versions(f"name = '{name}'")
-                if not versions:
-                    raise ModelLoadError(f"{ref!r}: registered model {name!r} has no versions")
-                mv = max(versions, key=lambda m: int(m.version))
-            else:
-                mv = client.get_model_version(name, version)
+            mv = model_version(ref, tracking_uri)
             run_path = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=dst,
                                                            tracking_uri=tracking_uri)
         else:
@@ -68,6 +58,21 @@ def resolve_model_dir(ref: str, tracking_uri: str | None = None, dst: str | os.P
         raise ModelLoadError(f"cannot fetch {ref!r} from {tracking_uri or mlflow.get_tracking_uri()}: "
                              f"{type(exc).__name__}: {exc}") from exc
     return Path(run_path)
+
+
+def model_version(ref: str, tracking_uri: str | None = None):
+    """The registry's ModelVersion of ``models:/NAME@ALIAS`` | ``models:/NAME/VERSION`` |
+    ``models:/NAME/latest`` (its ``version`` pins what an alias pointed at, its ``run_id`` the run)."""
+    client = mlflow_client(tracking_uri)
+    name, version = _parse_models_uri(ref)
+    if version.startswith("@"):
+        return client.get_model_version_by_alias(name, version[1:])
+    if version.lower() == "latest":
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise ModelLoadError(f"{ref!r}: registered model {name!r} has no versions")
+        return max(versions, key=lambda m: int(m.version))
+    return client.get_model_version(name, version)
 
 
 def _parse_models_uri(ref: str) -> tuple[str, str]:
