@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The measured few-shot claim on the embedded synthetic cohort (reduced grid, ~15-20 min on 2 cores):
-#   synthetic cohort (30 subjects, 64 px at 2.5 mm) -> position pretraining (Ray Train, once; reused
-#   from the Model Registry on a re-run) -> scratch vs position, N = 1, 2, 5, 10, seeds 0-1 (Ray tasks)
-#   -> Dice table (Markdown), paired differences vs scratch, plot, champion cardiossl-seg@champion.
+# The few-shot study on the embedded synthetic cohort (reduced grid, bench/fewshot_reduced.yaml):
+#   synthetic cohort (30 subjects, 64 px at 2.5 mm) -> held-out split (10 test + 2 validation) ->
+#   position and rotation pretraining WITHOUT the held-out subjects (Ray Train, once; reused from the
+#   Model Registry on a re-run) -> scratch vs pretrained, N = 1, 2, 5, 5 seeds, each trial to
+#   convergence (Ray tasks, cached: a re-run resumes) -> tables, figures, statistics, champion.
 # Usage: bench/bench_fewshot.sh            (CARDIOSSL_HOME defaults to /tmp/cardiossl-bench)
-#        bench/bench_fewshot.sh --set finetune.steps=600     (extra overrides go to the study)
+#        bench/bench_fewshot.sh --set "grid.seeds=[0]"     (extra overrides go to the study)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-bench}"
@@ -21,7 +22,7 @@ fi
 "$BIN/cardiossl" benchmark bench/fewshot_reduced.yaml "$@"
 end=$(date +%s)
 echo "wall time: $((end - start)) s"
-echo "table: $CARDIOSSL_HOME/fewshot_report/results.md"
-echo "paired: $CARDIOSSL_HOME/fewshot_report/paired_vs_scratch.md"
-echo "plot: $CARDIOSSL_HOME/fewshot_report/dice_vs_n.png"
+R="$CARDIOSSL_HOME/fewshot_report"
+echo "tables: $R/{results,convergence,paired_vs_scratch,clinical,regions}.md"
+echo "figures: $R/dice_vs_n.png $R/validation_curves.png $R/bland_altman_N*.png"
 echo "MLflow: $BIN/mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
