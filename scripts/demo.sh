@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The embedded default, end to end (about 10 minutes on 2 cores, after a first-time install):
 #   synthetic cohort written as UK Biobank-like NIfTI -> `cardiossl ingest` into the Zarr store ->
-#   cohort summary -> a local Ray cluster (`ray start`) -> anatomical-position pretraining submitted
-#   with `ray job submit` -> encoder registered in MLflow -> few-shot fine-tuning with 5 labelled
-#   subjects, scratch vs position -> Dice table and plot.
+#   cohort summary -> the few-shot study's held-out split (10 test + 2 validation subjects) -> a local
+#   Ray cluster (`ray start`) -> anatomical-position pretraining WITHOUT the held-out subjects,
+#   submitted with `ray job submit` -> encoder registered in MLflow -> few-shot fine-tuning with 5
+#   labelled subjects, scratch vs position, each trained until its validation Dice stops improving ->
+#   convergence, Dice table and plots.
 # Everything lands under CARDIOSSL_HOME (default: runs/demo in this checkout); MLflow uses the
 # sqlite file there. Re-running reuses the cohort and the registered encoder.
 set -euo pipefail
@@ -15,23 +17,29 @@ export CARDIOSSL_COHORT="$CARDIOSSL_HOME/cohort.zarr"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$CARDIOSSL_HOME"
 SUBJECTS="${CARDIOSSL_DEMO_SUBJECTS:-30}"
-# The same overrides as the study's pretrain entry (bench/fewshot_reduced.yaml), so the study finds
-# the encoder this job registers (same config hash and cohort fingerprint) instead of retraining.
+# The same overrides as the study's pretrain entry (bench/fewshot_reduced.yaml) and the study's split
+# file as the exclusion, so the study finds the encoder this job registers (same config, cohort and
+# subjects, none of them held out) instead of retraining.
 PRETRAIN_SET=(--set image_size=64 --set steps=800 --set batch_size=16 --set checkpoint.every_steps=200
               --set validation.every_steps=400 --set mlflow.system_metrics=false)
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=$(date +%s)
 
-step "1/5 synthetic cohort: $SUBJECTS subjects, UK Biobank-like NIfTI layout"
+step "1/6 synthetic cohort: $SUBJECTS subjects, UK Biobank-like NIfTI layout"
 cardiossl synth --subjects "$SUBJECTS" --seed 0 --frames 4 --format nifti --workers 2 \
     --out "$CARDIOSSL_HOME/nifti"
 
-step "2/5 ingest into the Zarr cohort store (64 x 64 grid at 2.5 mm)"
+step "2/6 ingest into the Zarr cohort store (64 x 64 grid at 2.5 mm)"
 cardiossl ingest "$CARDIOSSL_HOME/nifti" --out "$CARDIOSSL_COHORT" --grid-size 64 --spacing-mm 2.5 --workers 2
 cardiossl cohort info "$CARDIOSSL_COHORT"
 
-step "3/5 local Ray cluster"
+step "3/6 the study's test and validation subjects, computed once (hash rule)"
+SPLIT="$CARDIOSSL_HOME/splits.json"
+cardiossl benchmark bench/fewshot_reduced.yaml --write-split "$SPLIT"
+PRETRAIN_SET+=(--set "cohort.exclude=$SPLIT")
+
+step "4/6 local Ray cluster"
 RAY_PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 DASH_PORT=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 setsid ray start --head --block --port "$RAY_PORT" --dashboard-port "$DASH_PORT" --dashboard-host 127.0.0.1 \
@@ -54,19 +62,24 @@ for _ in $(seq 120); do
     sleep 1
 done
 
-step "4/5 position pretraining as a Ray job (ray job submit ... jobs/pretrain_position.yaml)"
+step "5/6 position pretraining without the held-out subjects, as a Ray job (ray job submit ... jobs/pretrain_position.yaml)"
 ray job submit --address "$JOBS_ADDRESS" --working-dir . \
     --runtime-env-json "{\"env_vars\": {\"CARDIOSSL_HOME\": \"$CARDIOSSL_HOME\", \"OMP_NUM_THREADS\": \"1\"}}" \
     -- jobs/pretrain_position.yaml "${PRETRAIN_SET[@]}"
 
-step "5/5 few-shot fine-tuning, 5 labelled subjects: scratch vs position"
+step "6/6 few-shot fine-tuning to convergence, 5 labelled subjects: scratch vs position"
 cardiossl benchmark bench/fewshot_reduced.yaml --set "ray.address=127.0.0.1:$RAY_PORT" \
-    --set "grid.inits=[scratch,position]" --set "grid.n_train=[5]" --set "grid.seeds=[0]" \
-    --set "output_dir=$CARDIOSSL_HOME/fewshot_report"
-
+    --set "cohort.split.file=$SPLIT" --set "grid.inits=[scratch,position]" --set "grid.n_train=[5]" \
+    --set "grid.seeds=[0]" --set "output_dir=$CARDIOSSL_HOME/fewshot_report"
+R="$CARDIOSSL_HOME/fewshot_report"
 echo
-cat "$CARDIOSSL_HOME/fewshot_report/results.md"
+echo "One seed, one N: a demonstration, not a claim (bench/bench_fewshot.sh runs 5 seeds with statistics)."
+cat "$R/summary.txt"
 echo
-echo "plot:   $CARDIOSSL_HOME/fewshot_report/dice_vs_n.png"
+cat "$R/results.md"
+echo
+cat "$R/convergence.md"
+echo
+echo "plots:  $R/dice_vs_n.png $R/validation_curves.png $R/bland_altman_N5.png"
 echo "MLflow: mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
 echo "demo finished in $(( $(date +%s) - t0 )) s"

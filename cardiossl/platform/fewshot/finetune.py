@@ -412,6 +412,8 @@ def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool 
         tracker.log_text(rows_csv(res.per_subject), "evaluation/per_subject.csv")
         tracker.log_text(rows_csv(res.per_phase), "evaluation/per_phase.csv")
         tracker.log_dict(res.split, "evaluation/split.json")
+        if job.cohort.split.file:
+            tracker.log_artifact(job.cohort.split.file, "evaluation")
         with tempfile.TemporaryDirectory() as tmp:
             folder = save_segmenter(res.model(), {**res.spec, "cohort_store": job.cohort.store}, Path(tmp) / "segmenter")
             tracker.log_artifacts(str(folder), "segmenter")

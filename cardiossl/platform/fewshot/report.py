@@ -164,6 +164,26 @@ def regions_markdown(rows: Sequence[dict]) -> str:
     return _md(head, body)
 
 
+def convergence_summary(rows: Sequence[dict], cap: int, failure_dice: float = 0.5) -> str:
+    """Plain sentences per (method, N): did every trial converge (stop on its own before the cap),
+    and did any fail; read before the Dice table, so an unconverged or failed baseline is never
+    taken for a result."""
+    lines = []
+    for r in rows:
+        n, k = r["n_seeds"], r["converged"]
+        head = f"{r['method']} N={r['n_train']}: "
+        if k == n:
+            text = (f"converged in {k}/{n} trials (validation Dice stopped improving; best at step "
+                    f"{_f(r['best_step_median'], 0)} median, cap {cap})")
+        else:
+            text = (f"NOT converged in {n - k}/{n} trials: still improving at the {cap}-step cap (raise "
+                    "finetune.steps); its Dice is a lower bound")
+        if r["failed"]:
+            text += f"; {r['failed']} failed trial(s) (mean test Dice < {failure_dice:g})"
+        lines.append(head + text)
+    return "\n".join(lines) + "\n"
+
+
 def rows_csv(rows: Sequence[dict]) -> str:
     import csv
 
@@ -181,8 +201,9 @@ def rows_csv(rows: Sequence[dict]) -> str:
 
 
 def write_report(trials: Sequence[dict], folder: str | os.PathLike, stats: StatsConfig | None = None,
-                 title: str = "Few-shot segmentation") -> dict[str, Path]:
-    """Every table (.md + .csv), trials.csv, per_subject.csv and the figures; returns their paths."""
+                 title: str = "Few-shot segmentation", cap: int | None = None) -> dict[str, Path]:
+    """Every table (.md + .csv), trials.csv, per_subject.csv, the figures and, given the step cap,
+    the convergence sentences (``summary.txt``); returns their paths."""
     from .figures import plot_bland_altman, plot_dice_vs_n, plot_validation_curves
 
     stats = stats or StatsConfig()
@@ -197,6 +218,8 @@ def write_report(trials: Sequence[dict], folder: str | os.PathLike, stats: Stats
         files[name.replace(".", "_")] = folder / name
         (folder / name).write_text(text)
 
+    if cap is not None:
+        put("summary.txt", convergence_summary(rows, cap, stats.failure_dice))
     put("results.csv", rows_csv(rows))
     put("results.md", results_markdown(rows, stats.failure_dice))
     put("convergence.md", convergence_markdown(rows))

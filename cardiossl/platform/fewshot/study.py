@@ -47,7 +47,7 @@ from .finetune import finetune
 from .init import resolve_init
 from .pretrained import StudyError, ensure_pretrained, find_matching_pretrained, pretrain_identity  # noqa: F401
 from .reference import reference_stacks
-from .report import aggregate, paired_markdown, results_markdown, rows_csv, write_report
+from .report import aggregate, convergence_summary, paired_markdown, results_markdown, rows_csv, write_report
 from .samples import labelled_subjects, load_samples
 from .stats import champion_key, compare_to_scratch, method_name
 from .trial_cache import TrialCache, trial_key
@@ -227,6 +227,7 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
             client.log_dict(pid, [{"cell": list(map(str, f["cell"])), "error": f["error"], "run_id": f["run_id"]}
                                   for f in failures], "failures.json")
         status = "FINISHED"
+        print(convergence_summary(rows, _cap(job), job.stats.failure_dice), flush=True)
         print(results_markdown(rows, job.stats.failure_dice), flush=True)  # plain print: never re-wrapped
         if paired:
             print(paired_markdown(paired, job.stats.confidence), flush=True)
@@ -314,7 +315,7 @@ def _run_trials(job, cells, refs, labelled, split, client, exp_id, pid, console)
 
 def _report(job: BenchmarkJob, trials: list[dict], client, pid: str, work: Path):
     """Tables and figures into the parent run's ``report/`` (and ``output_dir``)."""
-    files = write_report(trials, work / "report", job.stats, title=f"{job.name}: few-shot Dice")
+    files = write_report(trials, work / "report", job.stats, title=f"{job.name}: few-shot Dice", cap=_cap(job))
     for f in files.values():
         client.log_artifact(pid, str(f), "report")
     rows = aggregate(trials, job.stats.failure_dice)
@@ -333,6 +334,10 @@ def _report(job: BenchmarkJob, trials: list[dict], client, pid: str, work: Path)
         tag = f"{r['method'].replace('/', '_')}_N{r['n_train']}"
         client.log_metric(pid, f"dice_mean.{tag}", r["dice_mean_mean"])
     return local, rows, paired
+
+
+def _cap(job: BenchmarkJob) -> int:
+    return int(job.finetune.get("steps", FinetuneJob.model_fields["steps"].default))
 
 
 def _param(k: str, v) -> Any:

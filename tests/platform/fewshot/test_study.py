@@ -289,6 +289,31 @@ def test_tiny_study_end_to_end_on_ray(ray_cluster, tiny_store, tmp_path):
     assert find_matching_pretrained(pjob, held | {logged["train"][0]}) is None
 
 
+def test_write_split_pins_the_studys_held_out_subjects(tiny_store, tmp_path, capsys):
+    """``cardiossl benchmark STUDY --write-split PATH`` writes the split the study computes (so a
+    pretraining submitted beforehand can exclude it), and the study reads it back unchanged."""
+    import json
+
+    from cardiossl.platform.fewshot.samples import labelled_subjects
+    from cardiossl.platform.fewshot.study import main, study_split
+
+    out = tmp_path / "splits.json"
+    sets = ["--set", f"cohort.store={tiny_store}", "--set", "cohort.split={test: 2, val: 1, seed: 0}",
+            "--set", f"mlflow.tracking_uri=sqlite:///{tmp_path}/m.db", "--set", f"checkpoint.storage_path={tmp_path}"]
+    assert main([str(REPO / "bench" / "fewshot_reduced.yaml"), *sets, "--write-split", str(out)]) == 0
+    written = json.loads(out.read_text())
+    job = load_job_dict({**_bench(tmp_path).model_dump(mode="json"),
+                         "cohort": {"store": str(tiny_store), "split": {"test": 2, "val": 1, "seed": 0}}})
+    computed = study_split(job, labelled_subjects(str(tiny_store)))
+    assert written["test"] == computed["test"] and written["val"] == computed["val"]
+    assert written["train"] == computed["pool"] and written["seed"] == 0 and set(written["cuts"]) == {"test", "val"}
+    pinned = load_job_dict({**job.model_dump(mode="json"),
+                            "cohort": {"store": str(tiny_store), "split": {"file": str(out)}}})
+    again = study_split(pinned, labelled_subjects(str(tiny_store)))
+    assert (again["test"], again["val"], again["pool"]) == (computed["test"], computed["val"], computed["pool"])
+    assert "2 test, 1 validation" in capsys.readouterr().out
+
+
 def test_a_named_encoder_that_saw_a_test_subject_is_refused(tmp_path):
     """``pretrain.position.model`` pointing at an encoder whose logged subjects include one of the
     study's test subjects stops the study before any trial, naming the subject."""
