@@ -26,6 +26,15 @@ def _plt():
     return plt
 
 
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _plt()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _colours(methods: Sequence[str]) -> dict[str, tuple]:
     plt = _plt()
     cmap = plt.get_cmap("tab10")
@@ -58,11 +67,7 @@ def plot_dice_vs_n(rows: Sequence[dict], path: str | os.PathLike, title: str = "
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_validation_curves(trials: Sequence[dict], path: str | os.PathLike, title: str = "validation curves") -> Path:
@@ -95,11 +100,7 @@ def plot_validation_curves(trials: Sequence[dict], path: str | os.PathLike, titl
     axes[0][0].set_ylabel("validation Dice (mean)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{title} (o: best checkpoint, x: stop)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_bland_altman(trials: Sequence[dict], n_train, path: str | os.PathLike) -> Path:
@@ -135,8 +136,4 @@ def plot_bland_altman(trials: Sequence[dict], n_train, path: str | os.PathLike) 
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
     fig.suptitle(f"Bland-Altman, N = {n_train} (x: mean of prediction and reference)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
