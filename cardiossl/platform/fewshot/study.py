@@ -41,7 +41,9 @@ from cardiossl.datasets.splits import (
 )
 
 from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, load_job
-from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
+from ..tracking import (
+    default_artifact_location, mlflow_client, model_version, register_segmenter, save_segmenter, segmenter_from_state,
+)
 from .evaluate import collect_stacks
 from .finetune import finetune
 from .init import resolve_init
@@ -249,13 +251,14 @@ def _run_trials(job, cells, refs, labelled, split, client, exp_id, pid, console)
     cache = TrialCache(cache_dir) if cache_dir else None
     jobs, keys = {}, {}
     threads = max(1, int(job.ray.cpus_per_trial))
+    idents = {init: _run_of(ref, job.mlflow.tracking_uri) for init, ref in refs.items()}
     for cell in cells:
         tj = job.trial_job(*cell).model_dump(mode="json")
         if cell[0] != SCRATCH:
             tj["init"] = refs[cell[0]]
         tj["threads"] = threads
         jobs[cell] = tj
-        keys[cell] = trial_key(tj, held, split["test"] + split["val"] + split["pool"])
+        keys[cell] = trial_key(tj, held, split["test"] + split["val"] + split["pool"], idents.get(cell[0], ""))
     done_now = {c: cache.load(keys[c]) for c in cells} if cache else {}
     done_now = {c: o for c, o in done_now.items() if o is not None}
     todo = [c for c in cells if c not in done_now]
@@ -334,6 +337,16 @@ def _report(job: BenchmarkJob, trials: list[dict], client, pid: str, work: Path)
         tag = f"{r['method'].replace('/', '_')}_N{r['n_train']}"
         client.log_metric(pid, f"dice_mean.{tag}", r["dice_mean_mean"])
     return local, rows, paired
+
+
+def _run_of(ref: str, tracking_uri: str) -> str:
+    """The MLflow run behind a registered model reference (the reference itself otherwise)."""
+    if ref.startswith("models:/"):
+        try:
+            return str(model_version(ref, tracking_uri).run_id)
+        except Exception:
+            return ref
+    return ref
 
 
 def _cap(job: BenchmarkJob) -> int:

@@ -19,10 +19,13 @@ from pathlib import Path
 CACHE_FORMAT = 1
 
 
-def trial_key(job_dict: Mapping, held_out: Mapping[str, Iterable[str]], pool: Iterable[str]) -> str:
-    """Content hash of what decides a trial (``threads`` and ``device`` do not)."""
+def trial_key(job_dict: Mapping, held_out: Mapping[str, Iterable[str]], pool: Iterable[str],
+              init_identity: str = "") -> str:
+    """Content hash of what decides a trial (``threads`` and ``device`` do not). ``init_identity``
+    names the pretrained weights beyond their registry reference (the run that produced them), so a
+    recreated registry whose version numbers start again cannot hand back another encoder's trials."""
     job = {k: v for k, v in job_dict.items() if k not in ("threads", "device", "mlflow")}
-    blob = json.dumps({"format": CACHE_FORMAT, "job": job, "test": sorted(held_out.get("test", [])),
+    blob = json.dumps({"format": CACHE_FORMAT, "job": job, "init": init_identity, "test": sorted(held_out.get("test", [])),
                        "val": sorted(held_out.get("val", [])), "pool": sorted(pool)},
                       sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
