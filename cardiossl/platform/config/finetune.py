@@ -50,6 +50,8 @@ class FinetuneValidation(StrictModel):
         "`steps` is the cap); null: always train `steps`",
     )
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this does not count")
+    min_steps: int = Field(0, ge=0, description="never stop before this step (an early lucky validation score "
+                           "must not end a run that is still learning)")
 
 
 class FinetuneJob(JobBase):

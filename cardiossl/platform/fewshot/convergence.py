@@ -3,8 +3,9 @@
 A fixed step budget turns slower convergence into a Dice gap (a baseline that has not finished
 learning looks worse than it is). Each trial therefore trains until its validation Dice has not
 improved by more than ``min_delta`` for ``patience`` validations, with ``steps`` as the cap
-(Prechelt, "Early stopping - but when?", 1998); the best validation checkpoint is the one
-evaluated. The step of that checkpoint (steps-to-best) and whether the trial stopped on its own or
+(Prechelt, "Early stopping - but when?", 1998), and never stops before ``min_steps``: a lucky
+validation score in the first steps followed by a slow climb would otherwise end a run that is
+still learning; the best validation checkpoint is the one evaluated. The step of that checkpoint (steps-to-best) and whether the trial stopped on its own or
 hit the cap are reported, so "converges faster" and "ends higher" stay separate findings.
 """
 
@@ -20,14 +21,17 @@ class EarlyStopping:
 
     patience: int | None = None  # validations without improvement; None: never stop early
     min_delta: float = 0.0
+    min_steps: int = 0  # no stop before this step
     best: float = -math.inf
     best_step: int = 0
     since_best: int = 0
+    last_step: int = 0
     stopped_early: bool = False
 
     def update(self, step: int, score: float) -> bool:
         """Record the validation ``score`` at ``step``; True when it is the new best (checkpoint it).
         A NaN score (no validation subjects) counts as an improvement: the last state is kept."""
+        self.last_step = step
         if math.isnan(score) or score > self.best + self.min_delta or self.best == -math.inf:
             if not math.isnan(score):
                 self.best = score
@@ -37,7 +41,7 @@ class EarlyStopping:
         return False
 
     def stop(self) -> bool:
-        if self.patience is not None and self.since_best >= self.patience:
+        if self.patience is not None and self.since_best >= self.patience and self.last_step >= self.min_steps:
             self.stopped_early = True
         return self.stopped_early
 

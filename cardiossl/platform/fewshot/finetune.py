@@ -268,7 +268,7 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     augment = Augment.from_config(job.augment, job.image_size)
     stream = _Epochs(train_samples, job.batch_size, job.seed, SampleTransform(augment, None, train=True))
 
-    stopper = EarlyStopping(job.validation.patience, job.validation.min_delta)
+    stopper = EarlyStopping(job.validation.patience, job.validation.min_delta, job.validation.min_steps)
     best_state = None
     history: list[dict] = []
     bar = _progress(progress, job.steps, f"finetune {job.init} {job.mode} N={job.n_train} seed={job.seed}")

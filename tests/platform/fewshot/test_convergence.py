@@ -21,6 +21,16 @@ def test_stops_after_patience_validations_without_improvement_and_keeps_the_best
     assert es.summary(200) == {"best_step": 100.0, "stopped_step": 200.0, "converged": 1.0}
 
 
+def test_no_stop_before_min_steps_even_after_an_early_lucky_score():
+    es = EarlyStopping(patience=2, min_steps=300)
+    curve = [(50, 0.55), (100, 0.43), (150, 0.46), (200, 0.49), (250, 0.47), (300, 0.5), (350, 0.52)]
+    stops = []
+    for step, v in curve:
+        es.update(step, v)
+        stops.append(es.stop())
+    assert stops == [False] * 5 + [True, True] and es.best_step == 50
+
+
 def test_without_patience_it_never_stops_and_a_nan_curve_keeps_the_last_state():
     es = EarlyStopping(patience=None)
     for step in range(1, 20):
