@@ -46,7 +46,9 @@ def content(store_path: Path, subjects=None) -> dict:
             meta = {k: v for k, v in s.items() if k not in ("part", "row")}
             rows.append((key, json.dumps(meta, sort_keys=True), image, label))
         rows.sort(key=lambda r: r[0])
-        out[sid] = (store.subject_meta(sid), rows)
+        meta = dict(store.subject_meta(sid))
+        meta.pop("ingest", None)  # where it was read from (paths), not what the subject is
+        out[sid] = (meta, rows)
     return out
 
 
@@ -292,6 +294,8 @@ def test_synthetic_nifti_layout_ingested_equals_the_direct_store(tmp_path):
                                  "-q", "--grid-size", "48"])
     assert r.exit_code == 0, r.output
     assert "layout: ukbb (auto-detected)" in r.output
+    origin = CohortStore(tmp_path / "ingested").subject_meta(record.subject_id)["ingest"]
+    assert origin["layout"] == "ukbb" and all(Path(p).exists() for p in origin["paths"])
     direct, ingested = content(tmp_path / "direct"), content(tmp_path / "ingested")
     assert sorted(direct) == sorted(ingested) == [record.subject_id]
     for sid in direct:

@@ -84,8 +84,8 @@ def test_resume_from_checkpoint_continues_exactly(tiny_store, tmp_path, loader_w
 def test_epochs_mode_and_rotation_without_decoder(tiny_store, tmp_path):
     job = job_for(tiny_store, tmp_path, "rotation", steps="null", epochs=1, batch_size=16)
     res = run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
-    n_train = len(split_cohort(job)["train"])
-    assert n_train == 5 and res.step > 1
+    sp = split_cohort(job)
+    assert sp["val"] and len(sp["train"]) + len(sp["val"]) == 6 and res.step > 1
     assert "accuracy" in res.val_metrics
     assert res.pretext.uses_decoder is False
 
