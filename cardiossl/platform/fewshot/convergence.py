@@ -58,3 +58,14 @@ def steps_to_reach(history: list[dict], fraction: float = 0.95, key: str = "val_
         return float("nan")
     best = max(v for _, v in pts)
     return float(next(s for s, v in pts if v >= fraction * best))
+
+
+def late_gain(history: list[dict], window_steps: float, key: str = "val_dice") -> float:
+    """How much the best validation score rose over the last ``window_steps`` steps of the curve:
+    for a trial that reached the cap, the difference between "still learning" and noise-level creep."""
+    pts = [(h["step"], h[key]) for h in history if key in h and math.isfinite(h[key])]
+    if not pts or not math.isfinite(window_steps):
+        return float("nan")
+    last = pts[-1][0]
+    before = [v for s, v in pts if s <= last - window_steps]
+    return float(max(v for _, v in pts) - max(before)) if before else float("nan")

@@ -48,7 +48,7 @@ from .. import tracking
 from ..config import ConfigError, FinetuneError, FinetuneJob, PretextSpec, SegLossConfig, flatten, load_job
 from ..tracking import N_CLASSES, build_segmenter, register_segmenter, save_segmenter, segmenter_from_state
 from ..training import Augment, SampleTransform, build_optimizer, build_scheduler, crop_or_pad
-from .convergence import EarlyStopping, steps_to_reach
+from .convergence import EarlyStopping, late_gain, steps_to_reach
 from .evaluate import collect_stacks, nanmean, predict_labels, segmentation_dice
 from .init import InitWeights, resolve_init
 from .losses import marginal_dice_ce
@@ -318,6 +318,7 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
         "val_dice_best": float(stopper.best) if val_stacks else float("nan"),
         **stopper.summary(last_step),
         "steps_to_95pct": steps_to_reach(history, 0.95),
+        "val_gain_last_window": late_gain(history, (job.validation.patience or np.nan) * job.validation.every_steps),
         "n_train_subjects": float(len(split["train"])),
         "n_train_slices": float(len(train_samples)),
         "n_test_subjects": float(len(split["test"])),

@@ -71,6 +71,8 @@ def aggregate(trials: Sequence[dict], failure_dice: float = 0.5) -> list[dict]:
             row[f"{k}_median"], row[f"{k}_min"], row[f"{k}_max"] = _stat(v, "median"), _stat(v, "min"), _stat(v, "max")
             row[f"{k}_mean"] = _stat(v, "mean")
         row["converged"] = int(np.nansum(_vals(ts, "converged")))
+        capped = [t for t in ts if t["metrics"].get("converged", 1.0) == 0.0]
+        row["late_gain_max"] = _stat(_vals(capped, "val_gain_last_window"), "max") if capped else float("nan")
         rows.append(row)
     return rows
 
@@ -176,8 +178,10 @@ def convergence_summary(rows: Sequence[dict], cap: int, failure_dice: float = 0.
             text = (f"converged in {k}/{n} trials (validation Dice stopped improving; best at step "
                     f"{_f(r['best_step_median'], 0)} median, cap {cap})")
         else:
-            text = (f"NOT converged in {n - k}/{n} trials: still improving at the {cap}-step cap (raise "
-                    "finetune.steps); its Dice is a lower bound")
+            gain = r.get("late_gain_max", float("nan"))
+            text = (f"NOT converged in {n - k}/{n} trials: validation Dice still improving at the {cap}-step cap"
+                    + (f" (by at most {gain:+.4f} over the patience window before it)" if math.isfinite(gain) else "")
+                    + "; those trials' Dice is a lower bound (raise finetune.steps to know more)")
         if r["failed"]:
             text += f"; {r['failed']} failed trial(s) (mean test Dice < {failure_dice:g})"
         lines.append(head + text)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from cardiossl.platform.fewshot.convergence import EarlyStopping, steps_to_reach
+import pytest
+
+from cardiossl.platform.fewshot.convergence import EarlyStopping, late_gain, steps_to_reach
 
 
 def test_stops_after_patience_validations_without_improvement_and_keeps_the_best():
@@ -45,3 +47,9 @@ def test_steps_to_reach_a_share_of_the_best():
     hist = [{"step": 50, "val_dice": 0.2}, {"step": 100, "val_dice": 0.86}, {"step": 150, "val_dice": 0.9}]
     assert steps_to_reach(hist, 0.95) == 100 and steps_to_reach(hist, 1.0) == 150
     assert math.isnan(steps_to_reach([], 0.95))
+
+
+def test_late_gain_is_the_rise_over_the_last_window():
+    hist = [{"step": s, "val_dice": v} for s, v in [(100, 0.5), (200, 0.9), (300, 0.902), (400, 0.905)]]
+    assert late_gain(hist, 200) == pytest.approx(0.005) and late_gain(hist, 300) == pytest.approx(0.405)
+    assert math.isnan(late_gain(hist, 1000)) and math.isnan(late_gain(hist, math.nan))
