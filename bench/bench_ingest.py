@@ -26,11 +26,11 @@ from pathlib import Path
 
 
 def _make(index: int, n: int, seed: int, frames: int, out: str) -> None:
-    from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+    from cardiossl.datasets.readers.nifti_export import write_export_subject
     from cardiossl.datasets.synthetic import subject_id_for, synth_subject
 
     rec = synth_subject(subject_id_for(index, n), seed, n_frames=frames, index=index)
-    write_ukbb_subject(rec, Path(out))
+    write_export_subject(rec, Path(out))
 
 
 def cohort(path: Path, n: int, frames: int, seed: int, workers: int) -> Path:
@@ -62,10 +62,10 @@ def decode_floor(files: list[Path]) -> float:
 
 
 def read_only(src: Path) -> float:
-    """Seconds for the ukbb reader alone to build every SubjectRecord (decode + records, no store)."""
-    from cardiossl.datasets.readers.ukbb import UKBBReader
+    """Seconds for the cardiossl NIfTI export reader alone to build every SubjectRecord (decode + records, no store)."""
+    from cardiossl.datasets.readers.nifti_export import NiftiExportReader
 
-    reader = UKBBReader()
+    reader = NiftiExportReader()
     t0 = time.perf_counter()
     for s in reader.discover(src):
         reader.read(s)
@@ -78,7 +78,7 @@ def run_ingest(src: Path, workers: int, grid: int, scratch: Path, scheduler: str
     store = scratch / f"store-{workers}-{scheduler}"
     shutil.rmtree(store, ignore_errors=True)
     t0 = time.perf_counter()
-    r = ingest(src, store, layout="ukbb", workers=workers, grid_size=grid, progress=False, scheduler=scheduler)
+    r = ingest(src, store, layout="cardiossl-nifti", workers=workers, grid_size=grid, progress=False, scheduler=scheduler)
     wall = time.perf_counter() - t0
     assert r.ok and len(r.ingested) > 0, r.skipped
     shutil.rmtree(store, ignore_errors=True)

@@ -3,7 +3,16 @@
 Short axis only. ``Info.cfg`` names the end-diastolic and end-systolic frames (1-based, ``ED: 1``,
 ``ES: 12``) and the patient's group, height and weight; ``patientXXX_4d.nii.gz``, when present, is
 the whole cine. ACDC labels 1 RV, 2 MYO, 3 LV are remapped to ours (1 LV cavity, 2 LV myocardium,
-3 RV cavity). ACDC stores slice 0 at the base, so stack position is k / (n - 1).
+3 RV cavity).
+
+Geometry: ACDC's files carry voxel sizes (in ``pixdim``) but no scanner orientation: every affine
+is the identity up to axis flips, with 1 mm columns (``nifti_io.scanner_affine`` takes the voxel
+sizes from ``pixdim``). Planes are therefore exact within one stack (slice spacing, pixel spacing,
+slice order) and mean nothing across subjects or views. Base-to-apex order: where a file has a real
+oblique orientation the geometric rule of ``stack_order`` applies; for the identity-like affines the
+anatomical prior cannot be used (the world axes are not the patient's), so the file order is kept:
+ACDC stores the base first (Bernard et al. 2018), which the labels of the 20 development patients
+in ``../shared/data/real/acdc-dev`` confirm (checked by a test, never used by the reader).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ import numpy as np
 from ..records import SubjectRecord
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
-from .nifti_io import linear_positions, load_label, load_nifti, planes_of, volume_slices
+from ..stack_order import file_order, has_scanner_orientation, order_stack
+from .nifti_io import load_label, load_nifti, planes_of, volume_slices
 
 ACDC_TO_OURS = np.array([0, 3, 2, 1], dtype=np.uint8)  # ACDC 1 RV, 2 MYO, 3 LV -> 1 LV, 2 MYO, 3 RV
 _PATIENT = re.compile(r"^patient\d+$")
@@ -109,9 +119,10 @@ class AcdcReader(LayoutReader):
                     f"{sid}_4d.nii.gz to take it from"
                 )
 
+        notes: list[str] = []
         cine = cine_affine = None
         if cine_path is not None:
-            cine, cine_affine = load_nifti(cine_path)
+            cine, cine_affine = load_nifti(cine_path, notes=notes)
             if cine.ndim == 3:
                 cine = cine[..., None]
         n_frames = cine.shape[3] if cine is not None else max(frame_files)
@@ -124,13 +135,14 @@ class AcdcReader(LayoutReader):
         slices = []
         n_slices = None
         planes = None
+        order = None
         frame_numbers = range(1, n_frames + 1) if cine is not None else sorted(frame_files)
         for n in frame_numbers:
             phase = "ed" if n == ed else "es" if n == es else ""
             label = None
             if n in frame_files:
                 path = frame_files[n]
-                vol, affine = load_nifti(path)
+                vol, affine = load_nifti(path, notes=notes)
                 if vol.ndim == 4:
                     if vol.shape[3] != 1:
                         raise ReadError(f"{path}: a single frame was expected, got shape {vol.shape}")
@@ -151,6 +163,10 @@ class AcdcReader(LayoutReader):
             if n_slices is None:
                 n_slices = vol.shape[2]
                 planes = planes_of(path, affine, n_slices)
+                if has_scanner_orientation(planes[0]):
+                    order = order_stack(planes, [vol.shape[1::-1]] * n_slices)
+                else:
+                    order = file_order(n_slices, "the affine has no scanner orientation; ACDC stores the base first")
             elif vol.shape[2] != n_slices:
                 raise ReadError(f"{path}: {vol.shape[2]} slices where frame 1 has {n_slices}")
             slices += volume_slices(
@@ -160,7 +176,8 @@ class AcdcReader(LayoutReader):
                 frame=n - 1,
                 phase=phase,
                 label=label,
-                stack_positions=linear_positions(n_slices),
+                order=order.order,
+                stack_positions=order.positions,
             )
 
         meta = {
@@ -170,7 +187,10 @@ class AcdcReader(LayoutReader):
             "es_frame": es - 1,
             "n_frames": int(n_frames),
             "group": cfg.get("Group", ""),
+            "sa_order": order.rule,
         }
+        if notes:
+            meta["notes"] = sorted(set(notes))
         for key, name in (("Height", "height_cm"), ("Weight", "weight_kg")):
             try:
                 meta[name] = float(cfg[key])

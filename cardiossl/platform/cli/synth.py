@@ -23,9 +23,9 @@ def _make(index: int, seed: int, n_subjects: int, n_frames: int, nifti_out: str 
     record = synth_subject(subject_id_for(index, n_subjects), seed, n_frames=n_frames, index=index)
     if nifti_out is None:
         return record
-    from ...datasets.readers.ukbb import write_ukbb_subject
+    from ...datasets.readers.nifti_export import write_export_subject
 
-    write_ukbb_subject(record, Path(nifti_out))
+    write_export_subject(record, Path(nifti_out))
     return record.subject_id
 
 

@@ -78,7 +78,7 @@ def read_sa_input(path: str | os.PathLike) -> SAInput:
     for name in ("sa.nii.gz", "sa.nii"):
         if (p / name).is_file():
             inp = read_nifti_sa(p / name)
-            info = p / "info.json"  # UK Biobank-like layout (readers.ukbb): ED/ES frames
+            info = p / "info.json"  # cardiossl NIfTI export (readers.nifti_export): ED/ES frames
             if info.is_file():
                 try:
                     d = json.loads(info.read_text())

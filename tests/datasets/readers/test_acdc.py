@@ -1,8 +1,9 @@
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
-from nifti_cohorts import oblique, save, truncate, write_acdc_patient, write_mnms2_subject
+from nifti_cohorts import KnownGeometry, oblique, save, short_axis, truncate, write_acdc_patient, write_mnms2_subject
 
 from cardiossl.datasets.readers import READERS, ReadError
 from cardiossl.datasets.readers.acdc import AcdcReader
@@ -12,10 +13,10 @@ from cardiossl.datasets.records import RecordError
 @pytest.fixture
 def cohort(tmp_path):
     root = tmp_path / "ACDC" / "database"
-    geom = oblique()
+    geom = short_axis()
     truth = write_acdc_patient(root / "training", 1, geom, ed=1, es=3, seed=1)
-    write_acdc_patient(root / "testing", 101, oblique(angles=(-10, 60, 5), row_spacing=1.1,
-                                                      col_spacing=1.6), cine=False, ed=2, es=4, seed=2)
+    write_acdc_patient(root / "testing", 101, short_axis(twist=-70, row_spacing=1.1, col_spacing=1.6),
+                       cine=False, ed=2, es=4, seed=2)
     return tmp_path / "ACDC", truth
 
 
@@ -60,6 +61,42 @@ def test_planes_pixels_labels_and_frames_match_the_files(cohort):
             assert 1 in s.label
         else:
             assert s.label is None
+
+
+def test_oblique_apex_first_files_are_stored_base_first_by_geometry(tmp_path):
+    geom = short_axis(apex_first=True)
+    truth = write_acdc_patient(tmp_path, 5, geom, seed=3)
+    rec = read(tmp_path, "patient005")
+    nz = truth["shape"][2]
+    assert rec.meta["sa_order"].startswith("base to apex")
+    for s in rec.slices:
+        k_file = nz - 1 - s.slice_index
+        np.testing.assert_array_equal(s.image, truth["frames"][s.frame + 1][:, :, k_file].T.astype(np.float32))
+        np.testing.assert_allclose(s.plane.origin, geom.world(0, 0, k_file), atol=1e-4)
+        assert s.stack_position == pytest.approx(s.slice_index / (nz - 1))
+
+
+def test_identity_affine_with_pixdim_spacing_keeps_file_order_like_real_acdc(tmp_path):
+    """ACDC's own files: sform code 2 with 1 mm identity directions, voxel sizes only in pixdim."""
+    geom = KnownGeometry(np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), 1.0, 1.0, 1.0)
+    truth = write_acdc_patient(tmp_path, 7, geom, cine=False, seed=4)
+    for p in truth["folder"].glob("*.nii.gz"):
+        img = nib.load(str(p))
+        data = np.asanyarray(img.dataobj)
+        out = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
+        out.header.set_zooms((1.5625, 1.5625, 10.0))
+        out.set_sform(np.diag([-1.0, -1.0, 1.0, 1.0]), code=2)
+        out.set_qform(None, code=0)
+        nib.save(out, str(p))
+    rec = read(tmp_path, "patient007")
+    assert rec.meta["sa_order"].startswith("assumed: file order")
+    assert any("pixdim" in n for n in rec.meta["notes"])
+    nz = truth["shape"][2]
+    for s in rec.slices:
+        assert s.plane.spacing == pytest.approx((1.5625, 1.5625))
+        np.testing.assert_allclose(s.plane.origin, [0.0, 0.0, 10.0 * s.slice_index], atol=1e-6)
+        np.testing.assert_allclose(s.plane.row_dir, [1, 0, 0], atol=1e-9)  # RAS -x is LPS +x
+        assert s.stack_position == pytest.approx(s.slice_index / (nz - 1))
 
 
 def test_without_cine_only_ed_and_es_with_their_frame_numbers(cohort):
