@@ -143,3 +143,69 @@ def test_nan_pixels_are_refused(cohort):
 
 def test_detect_on_missing_folder_is_false(tmp_path):
     assert not AcdcReader.detect(Path(tmp_path / "nope"))
+
+
+ACDC_DEV = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "real" / "acdc-dev"
+
+
+def centroid_world(mask, plane: dict) -> np.ndarray:
+    """World centroid (LPS mm) of a mask on the image whose plane is ``plane`` (a to_dict record)."""
+    from cardiossl.datasets.geometry import Plane
+
+    p = Plane(plane["origin"], plane["row_dir"], plane["col_dir"], plane["pixel_spacing"])
+    r, c = np.nonzero(mask)
+    return p.pixel_to_world(r.mean(), c.mean())
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not ACDC_DEV.is_dir(), reason="real ACDC cases not available (../shared/data/real/acdc-dev)")
+def test_real_acdc_dev_ingests_with_the_planes_and_labels_of_its_headers(tmp_path):
+    """The 20 real patients: stored planes are the headers' (voxel sizes from pixdim, the sform's
+    directions), labels keep their areas in mm^2 per class under the ACDC -> ours remap, ED/ES frames
+    follow Info.cfg, and the assumed base-first file order holds on every patient's labels."""
+    from cardiossl.datasets.ingest import ingest
+    from cardiossl.datasets.readers.acdc import parse_info_cfg
+    from cardiossl.datasets.store import CohortStore
+
+    report = ingest(ACDC_DEV, tmp_path / "acdc.zarr", layout="acdc", workers=1, grid_size=224, spacing_mm=1.8,
+                    progress=False)
+    store = CohortStore(tmp_path / "acdc.zarr")
+    patients = sorted(p.name for p in ACDC_DEV.glob("patient*"))
+    assert len(patients) == 20 and sorted(store.subject_ids()) == patients and not report.skipped
+    for sid in patients:
+        folder = ACDC_DEV / sid
+        cfg = parse_info_cfg(folder / "Info.cfg")
+        meta = store.subject_meta(sid)
+        assert (meta["ed_frame"], meta["es_frame"]) == (int(cfg["ED"]) - 1, int(cfg["ES"]) - 1)
+        assert meta["sa_order"].startswith("assumed: file order")
+        ed_img = nib.load(str(folder / f"{sid}_frame{int(cfg['ED']):02d}.nii.gz"))
+        zooms = np.asarray(ed_img.header.get_zooms()[:3], float)
+        lps = np.diag([-1.0, -1.0, 1.0]) @ ed_img.affine[:3, :3]
+        row_dir, col_dir = lps[:, 0] / np.linalg.norm(lps[:, 0]), lps[:, 1] / np.linalg.norm(lps[:, 1])
+        nx, ny, nz = ed_img.shape
+        gts = {}
+        for phase, frame in (("ed", cfg["ED"]), ("es", cfg["ES"])):
+            gts[phase] = np.asarray(nib.load(str(folder / f"{sid}_frame{int(frame):02d}_gt.nii.gz")).dataobj)
+        volume, total = {1: 0.0, 2: 0.0, 3: 0.0}, {1: 0.0, 2: 0.0, 3: 0.0}
+        for s, _, label in store.iter_subject_images(sid):
+            k = s["slice_index"]
+            src = s["source_plane"]
+            assert s["source_shape"] == [ny, nx]
+            assert src["pixel_spacing"] == pytest.approx([zooms[1], zooms[0]])
+            np.testing.assert_allclose(src["row_dir"], row_dir, atol=1e-6)
+            np.testing.assert_allclose(src["col_dir"], col_dir, atol=1e-6)
+            np.testing.assert_allclose(src["origin"], np.diag([-1.0, -1.0, 1.0]) @ ed_img.affine[:3, 3]
+                                       + k * zooms[2] * np.cross(row_dir, col_dir), atol=1e-4)
+            assert s["has_label"] == (label is not None)
+            gt = gts[s["phase"]][:, :, k].T  # (rows, cols) as the source image
+            for ours, acdc in ((1, 3), (2, 2), (3, 1)):  # ours 1 LV, 2 MYO, 3 RV; ACDC 1 RV, 2 MYO, 3 LV
+                volume[ours] += (label == ours).sum() * 1.8 * 1.8 - (gt == acdc).sum() * zooms[0] * zooms[1]
+                total[ours] += (gt == acdc).sum() * zooms[0] * zooms[1]
+                if (gt == acdc).sum() * zooms[0] * zooms[1] > 300.0:  # where the class is 300 mm^2 or more
+                    src_c = centroid_world(gt == acdc, src)
+                    grid_c = centroid_world(label == ours, s["plane"])
+                    assert np.linalg.norm(src_c - grid_c) < max(zooms[0], 1.8), (sid, k, ours)  # a pixel
+        for ours in (1, 2, 3):  # nearest-neighbour resampling keeps each structure's volume
+            assert abs(volume[ours]) < 0.03 * total[ours], (sid, ours)
+        area = [(gts["ed"][:, :, k] > 0).sum() for k in range(nz)]
+        assert sum(area[: nz // 2]) > sum(area[(nz + 1) // 2:]), f"{sid}: not base first"
