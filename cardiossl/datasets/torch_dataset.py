@@ -25,8 +25,8 @@ from .store import CohortStore, StoreError
 log = logging.getLogger(__name__)
 
 META_KEYS = (
-    "has_label", "plane", "la_planes", "stack_position", "subject_id", "subject", "view", "frame",
-    "phase", "slice_index", "index",
+    "has_label", "plane", "la_planes", "image_centre", "stack_position", "subject_id", "subject", "view",
+    "frame", "phase", "slice_index", "index",
 )
 
 
@@ -128,6 +128,11 @@ class CohortDataset(Dataset):
         self._stack_position = t.stack_position[sel]
         self._has_label = t.has_label[sel]
         self._plane = t.plane[sel]
+        # World centre of each stored image (= its source image's centre): it stays with the anatomy
+        # when an augmentation moves the sample's plane, so geometric targets may anchor on it.
+        half = (self.grid_size - 1) / 2.0
+        p = self._plane
+        self._centre = p[:, 0:3] + half * (p[:, 10:11] * p[:, 3:6] + p[:, 9:10] * p[:, 6:9])
         # Fused dequantise + normalise: y = clip(q * a + b, lo, hi) (see _coefficients).
         self._coef = _coefficients(t.image_scale[sel], t.norm[sel], self.normalise)
 
@@ -147,7 +152,7 @@ class CohortDataset(Dataset):
             if first_error:
                 log.warning("CohortDataset: filter raised on some slices (counted as skipped): %s", first_error)
             for name in ("_part", "_row", "_subject", "_view", "_frame", "_phase", "_slice_index",
-                         "_stack_position", "_has_label", "_plane", "_coef"):
+                         "_stack_position", "_has_label", "_plane", "_centre", "_coef"):
                 setattr(self, name, getattr(self, name)[keep])
         self._source: SliceSource | None = None
         self._pid: int | None = None
@@ -203,6 +208,7 @@ class CohortDataset(Dataset):
             "has_label": bool(self._has_label[i]),
             "plane": self._plane[i].copy(),
             "la_planes": self._la_planes[s].copy(),
+            "image_centre": self._centre[i].copy(),
             "stack_position": float(self._stack_position[i]),
             "subject_id": self.subject_ids[s],
             "subject": s,

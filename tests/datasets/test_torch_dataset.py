@@ -50,6 +50,9 @@ def test_sample_keys_types_and_values(store):
         np.testing.assert_allclose(m["plane"], Plane(stored["plane"]["origin"], stored["plane"]["row_dir"],
                                    stored["plane"]["col_dir"], stored["plane"]["pixel_spacing"]).to_vector())
         assert m["has_label"] == stored["has_label"] and m["phase"] == stored["phase"]
+        src = stored["source_plane"]  # the image centre is the source image's centre, in world mm
+        centre = Plane(src["origin"], src["row_dir"], src["col_dir"], src["pixel_spacing"]).center(stored["source_shape"])
+        np.testing.assert_allclose(m["image_centre"], centre, atol=1e-6)
     # la_planes: the subject's own 2ch/3ch/4ch planes, NaN where the view is absent
     s0 = next(ds[i] for i in range(len(ds)) if ds.meta(i)["subject_id"] == "s0")
     two = [x for x in store.subject_slices("s0") if x["view"] == "2ch"][0]["plane"]
