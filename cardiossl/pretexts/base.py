@@ -104,6 +104,11 @@ class Pretext(ABC):
         """Whether a target can be made for this slice, from its metadata alone (no image read)."""
         return True
 
+    def reason(self, meta: dict) -> str | None:
+        """Why no target can be made for this slice (None when one can); ``cardiossl cohort info``
+        counts slices by it. Override to say more than "not accepted"."""
+        return None if self.accepts(meta) else "not accepted"
+
     @abstractmethod
     def make_target(self, sample: dict, rng: np.random.Generator) -> dict:
         """Return a copy of ``sample`` with "input" (float32 [C, H, W]) and "target" (+ "target_mask")."""
