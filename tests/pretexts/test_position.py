@@ -460,7 +460,7 @@ def test_any_two_views_crossing_at_a_usable_angle_make_the_box_frame():
 
 
 def test_single_view_fallback_lands_on_the_trace_below_the_image_centre():
-    from cardiossl.platform.augment import perturbed_plane
+    from cardiossl.platform.training.augment import perturbed_plane
     from cardiossl.pretexts.testing import example_subject
 
     pre = PositionPretext()

@@ -187,7 +187,8 @@ def test_real_acdc_dev_ingests_with_the_planes_and_labels_of_its_headers(tmp_pat
         for phase, frame in (("ed", cfg["ED"]), ("es", cfg["ES"])):
             gts[phase] = np.asarray(nib.load(str(folder / f"{sid}_frame{int(frame):02d}_gt.nii.gz")).dataobj)
         volume, total = {1: 0.0, 2: 0.0, 3: 0.0}, {1: 0.0, 2: 0.0, 3: 0.0}
-        for s, _, label in store.iter_subject_images(sid):
+        for s in store.subject_slices(sid):
+            _, label = store.read_slice(s["part"], s["row"])
             k = s["slice_index"]
             src = s["source_plane"]
             assert s["source_shape"] == [ny, nx]
