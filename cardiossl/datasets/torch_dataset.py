@@ -20,13 +20,13 @@ from torch.utils.data import Dataset, Sampler
 
 from .records import LA_VIEWS, PHASES, VIEWS
 from .slice_sources import READER_NAMES, ShardFileSource, SliceSource, open_source
-from .store import CohortStore, StoreError
+from .store import CohortStore, StoreError, read_qc
 
 log = logging.getLogger(__name__)
 
 META_KEYS = (
-    "has_label", "plane", "la_planes", "image_centre", "stack_position", "subject_id", "subject", "view",
-    "frame", "phase", "slice_index", "index",
+    "has_label", "plane", "la_planes", "image_centre", "qc_correction", "qc_subject_shift_mm", "stack_position",
+    "subject_id", "subject", "view", "frame", "phase", "slice_index", "index",
 )
 
 
@@ -133,6 +133,8 @@ class CohortDataset(Dataset):
         half = (self.grid_size - 1) / 2.0
         p = self._plane
         self._centre = p[:, 0:3] + half * (p[:, 10:11] * p[:, 3:6] + p[:, 9:10] * p[:, 6:9])
+        self._qc_corr, self._qc_shift = _qc_columns(store, t.subject_ids, self._subject, t.view[sel],
+                                                    self._slice_index)
         # Fused dequantise + normalise: y = clip(q * a + b, lo, hi) (see _coefficients).
         self._coef = _coefficients(t.image_scale[sel], t.norm[sel], self.normalise)
 
@@ -152,7 +154,7 @@ class CohortDataset(Dataset):
             if first_error:
                 log.warning("CohortDataset: filter raised on some slices (counted as skipped): %s", first_error)
             for name in ("_part", "_row", "_subject", "_view", "_frame", "_phase", "_slice_index",
-                         "_stack_position", "_has_label", "_plane", "_centre", "_coef"):
+                         "_stack_position", "_has_label", "_plane", "_centre", "_qc_corr", "_qc_shift", "_coef"):
                 setattr(self, name, getattr(self, name)[keep])
         self._source: SliceSource | None = None
         self._pid: int | None = None
@@ -209,6 +211,8 @@ class CohortDataset(Dataset):
             "plane": self._plane[i].copy(),
             "la_planes": self._la_planes[s].copy(),
             "image_centre": self._centre[i].copy(),
+            "qc_correction": self._qc_corr[i].copy(),
+            "qc_subject_shift_mm": float(self._qc_shift[i]),
             "stack_position": float(self._stack_position[i]),
             "subject_id": self.subject_ids[s],
             "subject": s,
@@ -244,6 +248,35 @@ class CohortDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"CohortDataset({self.store_path!r}, {len(self)} slices, reader={self.reader!r})"
+
+
+def _qc_columns(store: CohortStore, subject_ids: list[str], subject: np.ndarray, view: np.ndarray,
+                slice_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the geometry QC's plane correction (LPS mm; NaN where none: LA rows, subjects or slices
+    the stored estimates do not cover) and its subject's median misregistration (NaN likewise)."""
+    corr = np.full((subject.size, 3), np.nan)
+    shift = np.full(subject.size, np.nan)
+    qc = read_qc(store.path)
+    if qc is None or not len(qc):
+        return corr, shift
+    pos = {sid: i for i, sid in enumerate(subject_ids)}
+    c = qc.columns
+    q_subj = np.array([pos.get(str(x), -1) for x in c["subject_id"]], dtype=np.int64)
+    ok = (q_subj >= 0) & (c["status"] == "ok")
+    width = int(max(int(slice_index.max(initial=0)), int(c["slice_index"].max(initial=0)))) + 1
+    q_key = q_subj[ok] * width + c["slice_index"][ok]
+    order = np.argsort(q_key)
+    q_key, q_corr = q_key[order], c["correction_world"][ok][order]
+    key = subject.astype(np.int64) * width + slice_index
+    at = np.clip(np.searchsorted(q_key, key), 0, max(q_key.size - 1, 0))
+    hit = (view == VIEWS.index("sa")) & (q_key.size > 0) & (q_key[at] == key if q_key.size else False)
+    corr[hit] = q_corr[at[hit]]
+    med = np.full(len(subject_ids), np.nan)
+    for sid, summary in (qc.info.get("subjects") or {}).items():
+        if sid in pos:
+            med[pos[sid]] = summary.get("median_shift_mm", np.nan)
+    shift[:] = med[subject]
+    return corr, shift
 
 
 def _coefficients(image_scale: np.ndarray, norm: np.ndarray, normalise: bool) -> np.ndarray:

@@ -43,7 +43,7 @@ planes"). A slice needs one of ``views``; the channels of the views a subject la
 Geometry QC (``cardiossl cohort qc``) estimates each SA slice's in-plane misregistration against the
 LA images. ``plane_correction: qc`` moves the slice's plane by that estimate before the traces are
 cut; ``max_qc_shift_mm`` skips subjects whose median misregistration is larger. Both read the
-estimates the dataset attaches to each sample (``qc_correction``, ``qc_shift_mm``).
+estimates the dataset attaches to each sample (``qc_correction``, ``qc_subject_shift_mm``).
 
 Why a slice gets no target is ``PositionPretext.reason(meta)`` (``cardiossl cohort info`` counts them).
 
@@ -224,7 +224,7 @@ class PositionPretext(Pretext):
             if corr is None or not np.all(np.isfinite(np.asarray(corr, dtype=np.float64))):
                 return NO_QC
             limit = self.config.max_qc_shift_mm
-            if limit is not None and not float(meta.get("qc_shift_mm", np.inf)) <= limit:
+            if limit is not None and not float(meta.get("qc_subject_shift_mm", np.inf)) <= limit:
                 return QC_ABOVE
         try:
             geo = self.geometry(meta)

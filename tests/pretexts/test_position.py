@@ -509,12 +509,12 @@ def test_plane_correction_moves_the_traces_and_the_threshold_skips_subjects():
     shift = 4.0 * plane.row_dir - 3.0 * plane.col_dir  # in-plane, world mm
     base = PositionPretext()
     corrected = PositionPretext({"plane_correction": "qc"})
-    meta = dict(s, qc_correction=shift, qc_shift_mm=5.0)
+    meta = dict(s, qc_correction=shift, qc_subject_shift_mm=5.0)
     c0, c1 = base.geometry(meta).center, corrected.geometry(meta).center
     # moving the plane by +shift moves every world point by -shift in its pixel coordinates
     np.testing.assert_allclose((c0 - c1) * np.array(plane.spacing), [-3.0, 4.0], atol=1e-9)
     assert corrected.reason(dict(s)) == "no QC estimate (run cardiossl cohort qc)"
-    assert corrected.reason(dict(s, qc_correction=np.full(3, np.nan), qc_shift_mm=np.nan)).startswith("no QC")
+    assert corrected.reason(dict(s, qc_correction=np.full(3, np.nan), qc_subject_shift_mm=np.nan)).startswith("no QC")
     strict = PositionPretext({"max_qc_shift_mm": 4.5})
     assert strict.reason(meta) == "QC shift above max_qc_shift_mm"
-    assert strict.reason(dict(meta, qc_shift_mm=4.0)) is None
+    assert strict.reason(dict(meta, qc_subject_shift_mm=4.0)) is None

@@ -10,6 +10,7 @@ Layout (``docs/cohort-format.md`` is the full schema, version ``SCHEMA_VERSION``
     STORE/.lock                  flock'ed while creating the store and while committing a part
     STORE/parts/<part_id>/       one immutable zarr group per write: image, label, per-slice metadata
     STORE/commits/<part_id>.json commit marker, written last by os.replace: the part is visible from here on
+    STORE/qc/geometry.npz        derived: geometry QC estimates (``qc``), replaced whole, never part of a commit
 
 Why parts: Zarr shards are read-modify-write units, and two processes writing different chunks of
 one shard lose data (measured: 98 of 256 slices lost). So every write goes into its own part, written
@@ -43,10 +44,11 @@ from .layout import (
     read_small_array,
 )
 from .parts import META_CHUNK, SHARD_SLICES
+from .qc import QCEstimates, qc_path, read_qc, write_qc
 from .stats import NORM_COLUMNS, QMAX, intensity_stats, quantise
 
 __all__ = [
     "ATTRS_KEY", "FORMAT_NAME", "META_CHUNK", "NORM_COLUMNS", "PART_ATTRS_KEY", "QMAX", "SCHEMA_VERSION",
-    "SHARD_SLICES", "SLICE_ARRAYS", "CohortStore", "SliceTable", "StoreError", "intensity_stats", "quantise",
-    "read_small_array",
+    "SHARD_SLICES", "SLICE_ARRAYS", "CohortStore", "QCEstimates", "SliceTable", "StoreError", "intensity_stats",
+    "qc_path", "quantise", "read_qc", "read_small_array", "write_qc",
 ]

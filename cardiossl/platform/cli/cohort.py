@@ -1,9 +1,14 @@
-"""`cardiossl cohort info STORE [--json] [--subject ID]`: what a cohort store holds, and where.
+"""`cardiossl cohort info | list | qc STORE`: what a cohort store holds, and how far its planes can be trusted.
 
-With ``--subject`` every stored slice is listed with its plane in DICOM patient coordinates (LPS, mm):
-the stored-grid plane the network sees and the source plane it was resampled from, so the geometry
-can be checked against the original DICOM/NIfTI headers (origin = ImagePositionPatient, row and
-column directions = ImageOrientationPatient, spacing = PixelSpacing as (row, column)).
+``info`` summarises the store: views, labels, fingerprint, which subjects lack which long-axis view,
+for every pretext and target mode how many SA slices get a target and why the others do not
+(``cohort_report``), and the geometry QC summary when the store has one. With ``--subject`` every
+stored slice is listed with its plane in DICOM patient coordinates (LPS, mm): the stored-grid plane
+the network sees and the source plane it was resampled from, so the geometry can be checked against
+the original DICOM/NIfTI headers (origin = ImagePositionPatient, row and column directions =
+ImageOrientationPatient, spacing = PixelSpacing as (row, column)).
+
+``list`` prints every subject id with its views, frames and labelled phases. ``qc`` is in ``cohort_qc``.
 Exit codes: 0 done, 2 not a store / unknown subject.
 """
 
@@ -76,6 +81,13 @@ def info_command(
         out.print(table)
         return
 
+    from ...datasets.store import read_qc
+    from .cohort_report import missing_views, subject_listing, target_availability
+
+    summary["missing_views"] = missing_views(subject_listing(store))
+    summary["targets"] = target_availability(store.path)
+    qc = read_qc(store.path)
+    summary["qc"] = None if qc is None else _qc_summary(qc, store)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -115,6 +127,80 @@ def info_command(
     fpt.add_row("stored fingerprint up to date", "yes" if summary["stored_fingerprint_current"] else "no")
     out.print(fpt)
 
+    mv = Table(title="subjects without a view")
+    for col in ("view", "subjects without it", "ids"):
+        mv.add_column(col, justify="right" if col == "subjects without it" else "left")
+    for view, ids in summary["missing_views"].items():
+        mv.add_row(view, str(len(ids)), ", ".join(ids[:8]) + (f" ... (+{len(ids) - 8})" if len(ids) > 8 else ""))
+    out.print(mv)
+
+    tt = Table(title="pretext targets per SA slice (one stack position; its cine frames share its geometry)")
+    for col in ("pretext", "target mode", "SA slices", "with a target", "why not (slices)"):
+        tt.add_column(col, justify="right" if col in ("SA slices", "with a target") else "left")
+    for row in summary["targets"]:
+        mode = ", ".join(f"{k}={v}" for k, v in row["config"].items()) or "default"
+        why = "; ".join(f"{k}: {v}" for k, v in row["reasons"].items()) or "-"
+        tt.add_row(row["pretext"], mode, str(row["slices"]), str(row["with_target"]), why)
+    out.print(tt)
+    if summary["qc"] is not None:
+        q = summary["qc"]
+        out.print(f"geometry QC ({q['created_at']}): {q['subjects']} subjects, {q['slices_ok']} SA slices measured; "
+                  f"misregistration median {q['median_shift_mm']:.1f} mm, 90th percentile {q['p90_shift_mm']:.1f} mm; "
+                  f"{len(q['flagged'])} flagged above {q['flag_mm']:g} mm"
+                  + (f" ({', '.join(q['flagged'][:8])})" if q["flagged"] else "")
+                  + (f"; {len(q['not_covered'])} subjects not covered (run cardiossl cohort qc again)"
+                     if q["not_covered"] else ""), highlight=False, soft_wrap=True)
+
+
+def _qc_summary(qc, store) -> dict:
+    import numpy as np
+
+    shifts = qc.columns["shift_mm"][qc.columns["status"] == "ok"]
+    subjects = qc.info.get("subjects") or {}
+    pct = (lambda q: float(np.percentile(shifts, q)) if shifts.size else float("nan"))  # noqa: E731
+    return {
+        "created_at": qc.info.get("created_at"), "subjects": len(subjects), "slices_ok": int(shifts.size),
+        "median_shift_mm": pct(50), "p90_shift_mm": pct(90), "flag_mm": qc.info.get("params", {}).get("flag_mm"),
+        "flagged": sorted(s for s, d in subjects.items() if d.get("flagged")),
+        "not_covered": sorted(set(store.subject_ids()) - set(subjects)),
+    }
+
+
+@cohort_app.command("list")
+def list_command(
+    store_path: Path = typer.Argument(..., help="Cohort store (a zarr folder written by cardiossl)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Every subject id with its views (slices x frames) and labelled phases."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ...datasets.store import CohortStore, StoreError
+    from .cohort_report import subject_listing
+
+    out, err = Console(), Console(stderr=True)
+    if not out.is_terminal:
+        out = Console(width=200)
+    try:
+        listing = subject_listing(CohortStore(store_path))
+    except StoreError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    table = Table(title=f"{store_path}: {len(listing)} subjects")
+    for col in ("subject", "views (slices x frames)", "labelled"):
+        table.add_column(col)
+    for s in listing:
+        views = ", ".join(f"{v} {d['slices']}x{d['frames']}" for v, d in s["views"].items())
+        labelled = "; ".join(f"{v}: {', '.join(p)}" for v, p in s["labelled"].items()) or "-"
+        table.add_row(s["subject_id"], views, labelled)
+    out.print(table)
+
 
 def register(app: typer.Typer) -> None:
+    from . import cohort_qc
+
+    cohort_qc.register(cohort_app)
     app.add_typer(cohort_app, name="cohort")
