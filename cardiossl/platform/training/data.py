@@ -78,17 +78,30 @@ def make_dataset(job, subjects: list[str], pretext, train: bool, rank: int = 0, 
 
     transform = SampleTransform(Augment.from_config(job.augment, job.image_size, labels=keep_labels),
                                 pretext, train=train)
-    return CohortDataset(
+    select = dict(subjects=subjects, views=tuple(job.cohort.views),
+                  phases=tuple(job.cohort.phases) if job.cohort.phases else None)
+    ds = CohortDataset(
         job.cohort.store,
-        subjects=subjects,
-        views=tuple(job.cohort.views),
-        phases=tuple(job.cohort.phases) if job.cohort.phases else None,
+        **select,
         transform=transform,
         filter=pretext.accepts if pretext is not None else None,
         seed=job.seed if train else job.seed + 7919,  # validation targets: a fixed, separate stream
         rank=rank if train else 0,
         **kwargs,
     )
+    if pretext is not None and len(ds) == 0 and ds.skipped:
+        raise ValueError(f"pretext {pretext.name!r}: none of the {ds.skipped} slices of these {len(subjects)} subjects "
+                         f"gets a target ({refusals(CohortDataset(job.cohort.store, **select), pretext)}); "
+                         "`cardiossl cohort info STORE` counts them per pretext and reason")
+    return ds
+
+
+def refusals(dataset, pretext, limit: int = 2000) -> str:
+    """The pretext's reasons for refusing the first ``limit`` slices of ``dataset``, most common first."""
+    from collections import Counter
+
+    why = Counter(pretext.reason(dataset.meta(i)) or "accepted" for i in range(min(len(dataset), limit)))
+    return "; ".join(f"{k}: {v}" for k, v in why.most_common())
 
 
 def make_sampler(dataset, job, session: Session, shuffle: bool, drop_last: bool):

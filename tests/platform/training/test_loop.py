@@ -136,3 +136,11 @@ def test_collate():
                      {"a": np.ones((1, 2, 2), np.float32), "b": 2, "c": "y", "d": None, "e": float("nan")}])
     assert batch["a"].shape == (2, 1, 2, 2) and batch["b"].tolist() == [1, 2]
     assert batch["c"] == ["x", "y"] and "d" not in batch and batch["e"].dtype == torch.float64
+
+
+def test_a_pretext_that_refuses_every_slice_says_why(tiny_store, tmp_path):
+    """Corrected planes asked for on a store without geometry QC: a clear error, not an empty loader."""
+    job = job_for(tiny_store, tmp_path, **{"pretext.params.plane_correction": "qc"})
+    with pytest.raises(ValueError, match=r"none of the \d+ slices .* gets a target \(no QC estimate \(run cardiossl "
+                                         r"cohort qc\): \d+\).*cardiossl cohort info"):
+        run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
