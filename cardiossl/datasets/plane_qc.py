@@ -21,6 +21,10 @@ that in-plane misregistration:
    the slice's plane origin so that its content lines up with the LA images (``-s`` above; the
    content seen at ``x + s`` really is at ``x``). ``shift_mm`` is its length.
 
+``spread_mm`` says how sharp the optimum is: the RMS distance from the best of the coarse
+candidates that score within ``SPREAD_NCC`` of it. A flat NCC landscape (slices above the base or
+below the apex, lines through lung) gives a large spread and an estimate not to trust.
+
 Assumptions and limits: the LA images are the reference (their own breath-hold errors are folded
 into the SA estimates; inconsistent LA views lower ``ncc_after``); only the in-plane component is
 measured (a through-plane error changes which anatomy the line cuts, not where); thick slabs blur
@@ -48,6 +52,7 @@ FINE_MM = 0.25
 SAMPLE_MM = 1.0
 MAX_FRAMES = 16
 MIN_SAMPLES = 40  # fewer samples over all views: no estimate
+SPREAD_NCC = 0.01  # candidates scoring within this of the best count towards ``spread_mm``
 
 
 @dataclass
@@ -80,6 +85,7 @@ class SliceEstimate:
     ncc_after: float = float("nan")
     n_samples: int = 0
     views: tuple[str, ...] = ()
+    spread_mm: float = float("nan")  # RMS distance of the coarse candidates within SPREAD_NCC of the best
 
 
 @dataclass
@@ -175,10 +181,14 @@ def estimate_slice(sa: Cine, las: list[Cine], *, search_mm: float = SEARCH_MM, c
     if n < MIN_SAMPLES or not lines:
         return SliceEstimate(sa.slice_index, "too few samples", n_samples=n, views=tuple(ln.view for ln in lines))
     best, half = np.zeros(2), search_mm
+    spread = float("nan")
     for step in (coarse_mm, max(fine_mm, coarse_mm / 3.0), fine_mm):  # coarse to fine, each around the last best
         cand = _grid(best, half, step)
         score = _scores(sa, lines, cand)
         best, top = cand[int(np.argmax(score))], float(score.max())
+        if np.isnan(spread):  # how far the near-best coarse candidates lie from the best: ambiguity
+            near = cand[score >= top - SPREAD_NCC]
+            spread = float(np.sqrt(np.mean(np.sum((near - best) ** 2, axis=1))))
         half = step
         if step == fine_mm:
             break
@@ -188,7 +198,7 @@ def estimate_slice(sa: Cine, las: list[Cine], *, search_mm: float = SEARCH_MM, c
     corr_world = corr_plane[0] * sa.plane.row_dir + corr_plane[1] * sa.plane.col_dir
     return SliceEstimate(
         sa.slice_index, "ok", corr_world, corr_plane, float(np.hypot(*corr_plane)), before,
-        top, n, tuple(ln.view for ln in lines),
+        top, n, tuple(ln.view for ln in lines), spread,
     )
 
 

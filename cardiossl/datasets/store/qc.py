@@ -24,6 +24,7 @@ Arrays (N rows, one per SA slice of every subject covered):
 ``shift_mm``          f8 (N,)      its length
 ``ncc_before``        f8 (N,)      pooled NCC of the SA and LA profiles as stored
 ``ncc_after``         f8 (N,)      ... after the correction
+``spread_mm``         f8 (N,)      how flat the optimum is (``plane_qc``): large = ambiguous
 ``n_samples``         int32 (N,)   profile samples over all views and frames
 ``views``             str (N,)     LA views used, comma-separated
 ``info``              str ()       JSON: format, version, created_at, params, parts, subjects
@@ -53,7 +54,7 @@ QC_VERSION = 1
 QC_DIR = "qc"
 QC_FILE = "geometry.npz"
 COLUMNS = ("subject_id", "slice_index", "status", "correction_world", "correction_plane", "shift_mm",
-           "ncc_before", "ncc_after", "n_samples", "views")
+           "ncc_before", "ncc_after", "spread_mm", "n_samples", "views")
 
 
 @dataclass
@@ -84,7 +85,7 @@ class QCEstimates:
                 "status": str(c["status"][i]), "correction_world": [float(x) for x in c["correction_world"][i]],
                 "correction_plane": [float(x) for x in c["correction_plane"][i]], "shift_mm": float(c["shift_mm"][i]),
                 "ncc_before": float(c["ncc_before"][i]), "ncc_after": float(c["ncc_after"][i]),
-                "n_samples": int(c["n_samples"][i]), "views": str(c["views"][i]),
+                "spread_mm": float(c["spread_mm"][i]), "n_samples": int(c["n_samples"][i]), "views": str(c["views"][i]),
             })
         return out
 
@@ -105,6 +106,7 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
         "shift_mm": np.array(get("shift_mm", np.nan), dtype=np.float64).reshape(n),
         "ncc_before": np.array(get("ncc_before", np.nan), dtype=np.float64).reshape(n),
         "ncc_after": np.array(get("ncc_after", np.nan), dtype=np.float64).reshape(n),
+        "spread_mm": np.array(get("spread_mm", np.nan), dtype=np.float64).reshape(n),
         "n_samples": np.array(get("n_samples", 0), dtype=np.int32).reshape(n),
         "views": np.array(get("views", ""), dtype="<U16").reshape(n),
     }

@@ -5,7 +5,8 @@ Runs the geometry QC (``cardiossl.datasets.plane_qc``) on every subject of the s
 ``cardiossl.datasets.store.qc``) and writes to ``--out`` (default ``<STORE>-qc/``):
 
 * ``slices.csv``: one row per subject and SA slice: status, correction (LPS mm and along the plane's
-  row/column directions), its length, NCC before/after, samples, views used;
+  row/column directions), its length, NCC before/after, the optimum's spread (large = ambiguous),
+  samples, views used;
 * ``subjects.csv``: per subject: median and max misregistration, slices measured, flagged;
 * ``summary.json`` and a printed table: the distribution over slices and subjects, the flagged ids;
 * ``<subject>.png`` for each flagged subject (``--figures all`` for every subject): its worst slice
@@ -33,11 +34,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.writer(f)
         w.writerow(["subject_id", "slice_index", "status", "shift_mm", "correction_x_mm", "correction_y_mm",
                     "correction_z_mm", "correction_row_dir_mm", "correction_col_dir_mm", "ncc_before", "ncc_after",
-                    "n_samples", "views"])
+                    "spread_mm", "n_samples", "views"])
         for r in rows:
             w.writerow([r["subject_id"], r["slice_index"], r["status"], f"{r['shift_mm']:.3f}",
                         *(f"{x:.3f}" for x in r["correction_world"]), *(f"{x:.3f}" for x in r["correction_plane"]),
-                        f"{r['ncc_before']:.4f}", f"{r['ncc_after']:.4f}", r["n_samples"], r["views"]])
+                        f"{r['ncc_before']:.4f}", f"{r['ncc_after']:.4f}", f"{r['spread_mm']:.2f}", r["n_samples"],
+                        r["views"]])
 
 
 def _write_subjects(path: Path, subjects: dict[str, dict]) -> None:

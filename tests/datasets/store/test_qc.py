@@ -21,7 +21,8 @@ def rows(n_subjects=2, shift=1.0):
         for k in range(3):
             out.append({"subject_id": f"sub-{s}", "slice_index": k, "status": "ok" if k < 2 else "no LA view",
                         "correction_world": [shift * (s + 1), 0.0, -k], "correction_plane": [shift * (s + 1), k],
-                        "shift_mm": shift * (s + 1) + k, "ncc_before": 0.5, "ncc_after": 0.9, "n_samples": 100 + k,
+                        "shift_mm": shift * (s + 1) + k, "ncc_before": 0.5, "ncc_after": 0.9, "spread_mm": 1.5,
+                        "n_samples": 100 + k,
                         "views": "2ch,4ch"})
     return out
 
@@ -81,6 +82,6 @@ def test_damaged_or_foreign_files_are_clear_errors(store):
         np.savez(f, info=np.array(json.dumps({"format": "something else", "version": 9})),
                  **{k: np.zeros(0) for k in ("subject_id", "slice_index", "status", "correction_world",
                                                "correction_plane", "shift_mm", "ncc_before", "ncc_after",
-                                               "n_samples", "views")})
+                                               "spread_mm", "n_samples", "views")})
     with pytest.raises(StoreError, match="not a version-1 geometry QC file"):
         read_qc(store.path)
