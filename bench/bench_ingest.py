@@ -1,4 +1,4 @@
-"""Ingest throughput (subjects/s) of the synthetic UK Biobank-like NIfTI layout, next to its floor.
+"""Ingest throughput (subjects/s) of the synthetic cohort as the cardiossl NIfTI export, next to its floor.
 
 The floor ("decode") is what nibabel alone needs to decode the same files (open, gunzip, build the
 array), one process. "read-only" is the layout reader building its subject records, no store.

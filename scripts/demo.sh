@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The embedded default, end to end (about 10 minutes on 2 cores, after a first-time install):
-#   synthetic cohort written as UK Biobank-like NIfTI -> `cardiossl ingest` into the Zarr store ->
+#   synthetic cohort written as NIfTI (the cardiossl export) -> `cardiossl ingest` into the Zarr store ->
 #   cohort summary -> a local Ray cluster (`ray start`) -> anatomical-position pretraining submitted
 #   with `ray job submit` -> encoder registered in MLflow -> few-shot fine-tuning with 5 labelled
 #   subjects, scratch vs position -> Dice table and plot.
@@ -23,7 +23,7 @@ PRETRAIN_SET=(--set image_size=64 --set steps=800 --set batch_size=16 --set chec
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 t0=$(date +%s)
 
-step "1/5 synthetic cohort: $SUBJECTS subjects, UK Biobank-like NIfTI layout"
+step "1/5 synthetic cohort: $SUBJECTS subjects, as NIfTI (the cardiossl export)"
 cardiossl synth --subjects "$SUBJECTS" --seed 0 --frames 4 --format nifti --workers 2 \
     --out "$CARDIOSSL_HOME/nifti"
 

@@ -23,10 +23,10 @@ The rule
 
 Failure cases (reported in ``StackOrder.rule`` and so in the subject's ``meta["sa_order"]``)
 --------------------------------------------------------------------------------------------
-* **Unusual anatomy**: dextrocardia, situs inversus, congenital hearts or a heart displaced by
-  disease can point the apex elsewhere. When the oriented axis is more than ~72 degrees from the
-  prior (|cos| < 0.3) the order is kept but flagged ``uncertain``; a right-pointing apex is ordered
-  wrongly without a flag.
+* **Unusual anatomy**: the order is right whenever the true apex lies within 90 degrees of the
+  prior; a dextrocardic apex (right, anterior, inferior) lies 71 degrees from it and is ordered
+  right. Beyond ~72 degrees (|cos| < 0.3) the order is kept but flagged ``uncertain``; beyond 90
+  degrees (an apex pointing up or back: rare congenital or displaced hearts) it is wrong.
 * **No scanner orientation**: a file whose affine is the identity up to axis flips and voxel sizes
   (``has_scanner_orientation`` False; ACDC's files are all like this) says nothing about the body,
   so the prior cannot be applied. The caller must state its assumption (the ACDC reader keeps the

@@ -18,10 +18,11 @@ comes from whatever LA views a subject has, in this order:
    foot of the perpendicular from the image centre to the trace. SA fields of view are planned on
    the left ventricle, so the image centre is a geometric prior for the LV axis across the trace;
    along the trace the LA plane itself fixes it. Measured distance from the true 2ch x 4ch crossing
-   (``bench/bench_position_fallback.py``, numbers in docs/cohort-format.md): on the real bivme exam
-   3.5 mm median with only the 4ch view, 3.5 mm with only the 2ch view. The alternative anchor, the
-   LA image centre carried along the SA normal, was worse on that exam (12.8 / 10.6 mm).
-   A single 3ch view fixes neither axis: no box frame.
+   (``bench/bench_position_fallback.py``; table in docs/cohort-format.md): on the real bivme exam
+   median 3.5 mm (max 5.1) with only the 4ch view, 3.5 mm (max 7.1) with only the 2ch view; on
+   synthetic v1, whose generator centres the SA field of view 15 +- 15 mm towards the RV, 16.1 and
+   4.8 mm. The alternative anchor, the LA image centre carried along the SA normal, was worse on
+   the real exam (12.8 / 10.6 mm). A single 3ch view fixes neither axis: no box frame.
 
 Why a slice has no frame (``SliceGeometry.reason``), one of ``REASONS``.
 """

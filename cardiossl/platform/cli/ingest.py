@@ -15,10 +15,10 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_command(
-        source: Path = typer.Argument(..., help="Cohort folder (UK Biobank-like, ACDC, M&Ms-2, DICOM exams)."),
+        source: Path = typer.Argument(..., help="Cohort folder (UK Biobank, cardiossl NIfTI export, ACDC, M&Ms-2, DICOM exams, Sunnybrook)."),
         out: Path = typer.Option(..., "--out", "-o", help="Cohort store to create or add to."),
         layout: str = typer.Option(
-            "auto", "--layout", help="auto, or a registered layout: ukbb, acdc, mnms2, dicom, ..."
+            "auto", "--layout", help="auto, or a registered layout: ukbb, cardiossl-nifti, acdc, mnms2, dicom, sunnybrook, ..."
         ),
         workers: int = typer.Option(1, "--workers", "-j", help="Local parallel workers (dask processes)."),
         ray_address: str = typer.Option(

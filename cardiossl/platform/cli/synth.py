@@ -1,4 +1,4 @@
-"""`cardiossl synth`: the synthetic cohort, straight into a cohort store or as UK Biobank-like NIfTI.
+"""`cardiossl synth`: the synthetic cohort, straight into a cohort store or as NIfTI (the cardiossl export, readers.nifti_export).
 
 Subject ``i`` of seed ``S`` is ``synth_subject(subject_id_for(i, N), S)`` whatever the number of
 workers, so a cohort is reproducible and an interrupted run can be resumed: subjects already in the
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         subjects: int = typer.Option(20, "--subjects", "-n", min=1, help="Number of subjects."),
         seed: int = typer.Option(0, "--seed", help="Cohort seed; subject i draws from (seed, i)."),
         out: Path = typer.Option(..., "--out", "-o", help="Cohort store (zarr) or folder (nifti) to write."),
-        fmt: str = typer.Option("zarr", "--format", help="zarr (cohort store) or nifti (UK Biobank-like)."),
+        fmt: str = typer.Option("zarr", "--format", help="zarr (cohort store) or nifti (the cardiossl NIfTI export)."),
         frames: int = typer.Option(4, "--frames", min=2, help="Cine frames per slice (ED 0, ES at ~3/8)."),
         grid_size: int = typer.Option(128, "--grid-size", help="Store grid, pixels per side (zarr)."),
         spacing_mm: float = typer.Option(1.5, "--spacing-mm", help="Store grid pixel spacing in mm (zarr)."),
