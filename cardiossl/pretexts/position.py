@@ -183,11 +183,15 @@ class PositionPretext(Pretext):
         return plane, centre
 
     def _key(self, meta: dict) -> bytes:
-        plane, centre = self._slice_planes(meta)
-        return (
-            plane.tobytes() + np.asarray(meta["la_planes"], dtype=np.float64).tobytes()
-            + (b"" if centre is None else centre.tobytes())
-        )
+        """Cache key: what the geometry depends on (the image centre only through the boxes fallback)."""
+        if self.config.plane_correction == "qc":
+            plane, centre = self._slice_planes(meta)
+        else:
+            plane, centre = np.asarray(meta["plane"], dtype=np.float64), meta.get("image_centre")
+        key = plane.tobytes() + np.asarray(meta["la_planes"], dtype=np.float64).tobytes()
+        if centre is not None and self.config.target == "boxes":
+            key += np.asarray(centre, dtype=np.float64).tobytes()
+        return key
 
     def geometry(self, meta: dict, key: bytes | None = None) -> SliceGeometry:
         """The (cached) traces and box frame of the slice described by ``meta``."""
@@ -195,8 +199,13 @@ class PositionPretext(Pretext):
         geo = self._cache.get(key)
         if geo is None:
             plane, centre = self._slice_planes(meta)
-            geo = SliceGeometry(plane, meta["la_planes"], self._geo_views, image_centre=centre,
-                                min_cross_deg=self.config.min_cross_deg, single_view=self.config.single_view)
+            kw = dict(image_centre=centre, min_cross_deg=self.config.min_cross_deg, single_view=self.config.single_view)
+            if self.config.target == "boxes":  # the 3ch trace only matters when 2ch x 4ch makes no frame
+                geo = SliceGeometry(plane, meta["la_planes"], ("2ch", "4ch"), **kw)
+                if geo.frame != "2ch x 4ch" and np.isfinite(np.asarray(meta["la_planes"], dtype=np.float64)[1, 0]):
+                    geo = SliceGeometry(plane, meta["la_planes"], LA_VIEWS, **kw)
+            else:
+                geo = SliceGeometry(plane, meta["la_planes"], self._geo_views, **kw)
             self._cache[key] = geo
             if len(self._cache) > self._CACHE_SIZE:
                 self._cache.popitem(last=False)
