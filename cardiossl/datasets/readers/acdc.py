@@ -26,7 +26,7 @@ from ..records import SubjectRecord
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
 from ..stack_order import file_order, has_scanner_orientation, order_stack
-from .nifti_io import load_label, load_nifti, planes_of, volume_slices
+from .nifti_io import find_nifti, load_label, load_nifti, planes_of, volume_slices
 
 ACDC_TO_OURS = np.array([0, 3, 2, 1], dtype=np.uint8)  # ACDC 1 RV, 2 MYO, 3 LV -> 1 LV, 2 MYO, 3 RV
 _PATIENT = re.compile(r"^patient\d+$")
@@ -69,13 +69,6 @@ def parse_info_cfg(path: Path) -> dict[str, str]:
     return out
 
 
-def _nifti(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return None
-
 
 @READERS.register("acdc")
 class AcdcReader(LayoutReader):
@@ -111,7 +104,7 @@ class AcdcReader(LayoutReader):
             m = _FRAME.match(p.name)
             if m and m["id"] == sid:
                 frame_files[int(m["n"])] = p
-        cine_path = _nifti(folder, f"{sid}_4d")
+        cine_path = find_nifti(folder, f"{sid}_4d")
         for needed in (ed, es):
             if needed not in frame_files and cine_path is None:
                 raise ReadError(
@@ -155,7 +148,7 @@ class AcdcReader(LayoutReader):
                         )
                     if not np.allclose(affine, cine_affine, atol=1e-3 * max(1.0, np.abs(affine).max())):
                         raise ReadError(f"{path}: affine differs from the cine {cine_path.name}")
-                gt = _nifti(folder, f"{sid}_frame{n:02d}_gt")
+                gt = find_nifti(folder, f"{sid}_frame{n:02d}_gt")
                 if gt is not None:
                     label = load_label(gt, vol.shape, affine, ACDC_TO_OURS)
             else:

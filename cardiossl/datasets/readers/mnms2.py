@@ -25,6 +25,7 @@ from .base import LayoutReader, ReadError, SubjectSource
 from ..geometry import Plane
 from ..stack_order import order_stack
 from .nifti_io import (
+    find_nifti,
     load_label,
     load_nifti,
     matching_frame,
@@ -36,17 +37,10 @@ _SUBJECT = re.compile(r"^\d+$")
 _SEARCH_DEPTH = 3  # root/NNN, root/dataset/NNN, root/MnM2/dataset/NNN
 
 
-def _file(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return None
-
 
 def _is_subject(d: Path) -> bool:
     return bool(_SUBJECT.match(d.name)) and (
-        _file(d, f"{d.name}_SA_ED") is not None or _file(d, f"{d.name}_SA_CINE") is not None
+        find_nifti(d, f"{d.name}_SA_ED") is not None or find_nifti(d, f"{d.name}_SA_CINE") is not None
     )
 
 
@@ -76,8 +70,8 @@ def _view_slices(
 ) -> tuple[list[SliceRecord], dict, list[Plane]]:
     """Every slice of one acquisition (SA or LA): ED/ES volumes with labels, plus the cine; and its
     planes. SA stacks are ordered base to apex with ``la_planes``' help."""
-    ed_p, es_p = _file(folder, f"{sid}_{axis}_ED"), _file(folder, f"{sid}_{axis}_ES")
-    cine_p = _file(folder, f"{sid}_{axis}_CINE")
+    ed_p, es_p = find_nifti(folder, f"{sid}_{axis}_ED"), find_nifti(folder, f"{sid}_{axis}_ES")
+    cine_p = find_nifti(folder, f"{sid}_{axis}_CINE")
     phases: dict[str, tuple[np.ndarray, np.ndarray, Path, np.ndarray | None]] = {}
     for phase, p in (("ed", ed_p), ("es", es_p)):
         if p is None:
@@ -87,7 +81,7 @@ def _view_slices(
             if vol.shape[3] != 1:
                 raise ReadError(f"{p}: a single frame was expected, got shape {vol.shape}")
             vol = vol[..., 0]
-        gt = _file(folder, f"{sid}_{axis}_{phase.upper()}_gt")
+        gt = find_nifti(folder, f"{sid}_{axis}_{phase.upper()}_gt")
         lab = load_label(gt, vol.shape, aff) if gt is not None else None
         phases[phase] = (vol, aff, p, lab)
     if "ed" in phases and "es" in phases:

@@ -25,6 +25,15 @@ from .base import ReadError
 AFFINE_ATOL_MM = 1e-3  # label and image affines must agree to a micrometre (same grid)
 
 
+def find_nifti(folder: Path, stem: str) -> Path | None:
+    """``folder/stem.nii.gz`` or ``folder/stem.nii``, whichever exists (None when neither)."""
+    for ext in (".nii.gz", ".nii"):
+        p = Path(folder) / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
 def _fits_zooms(affine: np.ndarray, zooms: np.ndarray, axes: int) -> bool:
     norms = np.linalg.norm(affine[:3, :axes], axis=0)
     return bool(np.allclose(norms, zooms[:axes], rtol=1e-3, atol=1e-4))

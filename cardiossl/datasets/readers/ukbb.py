@@ -52,7 +52,7 @@ from ..stack_order import order_stack
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
 from .nifti_export import is_export
-from .nifti_io import AFFINE_ATOL_MM, load_nifti, matching_frame, planes_of
+from .nifti_io import AFFINE_ATOL_MM, find_nifti, load_nifti, matching_frame, planes_of
 
 STEMS = {"sa": "sa", "2ch": "la_2ch", "3ch": "la_3ch", "4ch": "la_4ch"}
 PHASE_SUFFIX = {"ed": "_ED", "es": "_ES"}
@@ -68,17 +68,10 @@ ATRIAL = {"2ch": "1 left atrium", "4ch": "1 left atrium, 2 right atrium"}
 _NIFTI = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$")
 
 
-def _find(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return None
-
 
 def is_subject(folder: Path) -> bool:
     """A folder with an SA cine or an SA ED frame that is not a cardiossl NIfTI export."""
-    return (_find(folder, "sa") is not None or _find(folder, "sa_ED") is not None) and not is_export(folder)
+    return (find_nifti(folder, "sa") is not None or find_nifti(folder, "sa_ED") is not None) and not is_export(folder)
 
 
 @dataclass
@@ -111,8 +104,8 @@ def _as_volume(path: Path, data: np.ndarray, view: str) -> np.ndarray:
 
 def _read_view(folder: Path, view: str, notes: list[str]) -> _View | None:
     stem = STEMS[view]
-    cine_p = _find(folder, stem)
-    phase_p = {ph: _find(folder, stem + suf) for ph, suf in PHASE_SUFFIX.items()}
+    cine_p = find_nifti(folder, stem)
+    phase_p = {ph: find_nifti(folder, stem + suf) for ph, suf in PHASE_SUFFIX.items()}
     if cine_p is None and not any(phase_p.values()):
         return None
     phase_vols: dict[str, tuple[np.ndarray, np.ndarray, Path]] = {}
@@ -184,7 +177,7 @@ def _view_labels(folder: Path, v: _View, notes: list[str], seen: set[str]) -> tu
     of every label file of the view, used or noted, go into ``seen``."""
     stem = STEMS[v.view]
     for prefix, source, luts in LABEL_KINDS:
-        paths = {key: _find(folder, prefix + stem + suf) for key, suf in (("cine", ""), *PHASE_SUFFIX.items())}
+        paths = {key: find_nifti(folder, prefix + stem + suf) for key, suf in (("cine", ""), *PHASE_SUFFIX.items())}
         present = {k: p for k, p in paths.items() if p is not None}
         if not present:
             continue
