@@ -21,6 +21,9 @@ that in-plane misregistration:
    the slice's plane origin so that its content lines up with the LA images (``-s`` above; the
    content seen at ``x + s`` really is at ``x``). ``shift_mm`` is its length.
 
+A best coarse shift on the edge of the search square is reported with status ``at search limit``:
+the misregistration is at least that large (rerun with a larger ``search_mm``).
+
 ``spread_mm`` says how sharp the optimum is: the RMS distance from the best of the coarse
 candidates that score within ``SPREAD_NCC`` of it. A flat NCC landscape (slices above the base or
 below the apex, lines through lung) gives a large spread and an estimate not to trust.
@@ -46,7 +49,7 @@ from scipy.ndimage import map_coordinates
 
 from .geometry import Plane, plane_intersection
 
-SEARCH_MM = 15.0
+SEARCH_MM = 20.0
 COARSE_MM = 3.0
 FINE_MM = 0.25
 SAMPLE_MM = 1.0
@@ -77,7 +80,7 @@ class Cine:
 @dataclass
 class SliceEstimate:
     slice_index: int
-    status: str  # "ok", "no LA view", "too few samples"
+    status: str  # "ok", "at search limit" (the true shift may be larger), "no LA view", "too few samples"
     correction_world: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))  # add to the origin
     correction_plane: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))  # along row_dir, col_dir
     shift_mm: float = float("nan")
@@ -166,7 +169,8 @@ def _scores(sa: Cine, lines: list[_Line], shifts: np.ndarray) -> np.ndarray:
 
 
 def _grid(centre: np.ndarray, half: float, step: float) -> np.ndarray:
-    k = np.arange(-half, half + step / 2, step)
+    """A square grid of shifts around ``centre``, symmetric, reaching at least ``half``."""
+    k = step * np.arange(-np.ceil(half / step - 1e-9), np.ceil(half / step - 1e-9) + 1)
     a, b = np.meshgrid(centre[0] + k, centre[1] + k, indexing="ij")
     return np.stack([a.ravel(), b.ravel()], axis=1)
 
@@ -189,6 +193,7 @@ def estimate_slice(sa: Cine, las: list[Cine], *, search_mm: float = SEARCH_MM, c
         if np.isnan(spread):  # how far the near-best coarse candidates lie from the best: ambiguity
             near = cand[score >= top - SPREAD_NCC]
             spread = float(np.sqrt(np.mean(np.sum((near - best) ** 2, axis=1))))
+            at_limit = bool(np.abs(best).max() >= np.abs(cand).max() - 1e-9)
         half = step
         if step == fine_mm:
             break
@@ -197,8 +202,8 @@ def estimate_slice(sa: Cine, las: list[Cine], *, search_mm: float = SEARCH_MM, c
     corr_plane = -s
     corr_world = corr_plane[0] * sa.plane.row_dir + corr_plane[1] * sa.plane.col_dir
     return SliceEstimate(
-        sa.slice_index, "ok", corr_world, corr_plane, float(np.hypot(*corr_plane)), before,
-        top, n, tuple(ln.view for ln in lines), spread,
+        sa.slice_index, "at search limit" if at_limit else "ok", corr_world, corr_plane, float(np.hypot(*corr_plane)),
+        before, top, n, tuple(ln.view for ln in lines), spread,
     )
 
 

@@ -91,3 +91,13 @@ def test_profiles_line_up_after_the_correction(subjects):
     assert len(t) == len(before) == len(lav) > 50
     r_before, r_after = np.corrcoef(before, lav)[0, 1], np.corrcoef(after, lav)[0, 1]
     assert 1 - r_after < 0.5 * (1 - r_before)  # at least half the decorrelation was the shift
+
+
+def test_a_shift_beyond_the_search_says_so(subjects):
+    rec = subjects[0]
+    s = next(s for s in rec.slices if s.view == "sa" and s.slice_index == 4)
+    shift = 12.0 * s.plane.row_dir
+    sa, la = cines(rec, {k: shift for k in range(20)})
+    e = estimate_slice(sa[4], la, search_mm=6.0)
+    assert e.status == "at search limit" and e.shift_mm >= 6.0  # a lower bound
+    assert estimate_slice(sa[4], la).status == "ok"  # the default search reaches it

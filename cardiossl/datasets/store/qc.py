@@ -18,8 +18,8 @@ Arrays (N rows, one per SA slice of every subject covered):
 ====================  ===========  ==================================================================
 ``subject_id``        str (N,)     subject id
 ``slice_index``       int32 (N,)   SA slice (0 = base)
-``status``            str (N,)     ``ok``, ``no LA view`` or ``too few samples``
-``correction_world``  f8 (N, 3)    LPS mm to add to the slice's plane origin (NaN unless ``ok``)
+``status``            str (N,)     ``ok``, ``at search limit``, ``no LA view`` or ``too few samples``
+``correction_world``  f8 (N, 3)    LPS mm to add to the slice's plane origin (NaN without an estimate)
 ``correction_plane``  f8 (N, 2)    the same along the plane's row_dir and col_dir
 ``shift_mm``          f8 (N,)      its length
 ``ncc_before``        f8 (N,)      pooled NCC of the SA and LA profiles as stored
@@ -31,7 +31,8 @@ Arrays (N rows, one per SA slice of every subject covered):
 ====================  ===========  ==================================================================
 
 ``info["subjects"]`` maps each subject to its summary: ``median_shift_mm`` and ``max_shift_mm`` over
-its ``ok`` slices and ``flagged`` (median above ``params["flag_mm"]``).
+its measured slices (``ok`` or ``at search limit``, a lower bound) and ``flagged`` (median above
+``params["flag_mm"]``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ QC_FORMAT = "cardiossl.qc.geometry"
 QC_VERSION = 1
 QC_DIR = "qc"
 QC_FILE = "geometry.npz"
+MEASURED = ("ok", "at search limit")  # statuses with an estimate (the second: at least that large)
 COLUMNS = ("subject_id", "slice_index", "status", "correction_world", "correction_plane", "shift_mm",
            "ncc_before", "ncc_after", "spread_mm", "n_samples", "views")
 
@@ -113,11 +115,11 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def summarise(rows: list[dict], flag_mm: float) -> dict[str, dict]:
-    """Per subject: median and max shift over its ``ok`` slices, and whether it is flagged."""
+    """Per subject: median and max shift over its measured slices, and whether it is flagged."""
     by: dict[str, list[float]] = {}
     for r in rows:
         by.setdefault(r["subject_id"], [])
-        if r["status"] == "ok":
+        if r["status"] in MEASURED:
             by[r["subject_id"]].append(float(r["shift_mm"]))
     out = {}
     for sid, shifts in by.items():

@@ -155,7 +155,9 @@ def info_command(
 def _qc_summary(qc, store) -> dict:
     import numpy as np
 
-    shifts = qc.columns["shift_mm"][qc.columns["status"] == "ok"]
+    from ...datasets.store.qc import MEASURED
+
+    shifts = qc.columns["shift_mm"][np.isin(qc.columns["status"], MEASURED)]
     subjects = qc.info.get("subjects") or {}
     pct = (lambda q: float(np.percentile(shifts, q)) if shifts.size else float("nan"))  # noqa: E731
     return {

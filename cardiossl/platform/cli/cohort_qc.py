@@ -21,12 +21,14 @@ Exit codes: 0 done, 2 not a store / unknown subject.
 from __future__ import annotations
 
 import csv
+import math
 import json
 from pathlib import Path
 
 import typer
 
 FLAG_MM = 5.0
+SEARCH_MM = 20.0  # = plane_qc.SEARCH_MM (not imported here: --help stays fast)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -62,7 +64,9 @@ def distribution(rows: list[dict], subjects: dict[str, dict]) -> dict:
         return {k: float(np.percentile(x, q)) for k, q in (("min", 0), ("p10", 10), ("median", 50), ("p90", 90),
                                                             ("max", 100))} | {"n": int(x.size)}
 
-    return {"slice_shift_mm": pct([r["shift_mm"] for r in rows if r["status"] == "ok"]),
+    from ...datasets.store.qc import MEASURED
+
+    return {"slice_shift_mm": pct([r["shift_mm"] for r in rows if r["status"] in MEASURED]),
             "subject_median_shift_mm": pct([d["median_shift_mm"] for d in subjects.values()]),
             "status": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})}}
 
@@ -79,7 +83,9 @@ def draw_subject(store_path, subject_id: str, rows: list[dict], out: Path) -> Pa
     from ...datasets.plane_qc import line_profiles
     from ...datasets.plane_qc_store import subject_cines
 
-    ok = [r for r in rows if r["status"] == "ok"]
+    from ...datasets.store.qc import MEASURED
+
+    ok = [r for r in rows if r["status"] in MEASURED]
     worst = max(ok, key=lambda r: r["shift_mm"])
     sa, las = subject_cines(store_path, subject_id)
     cine = next(c for c in sa if c.slice_index == worst["slice_index"])
@@ -148,7 +154,7 @@ def register(cohort_app: typer.Typer) -> None:
         workers: int = typer.Option(1, "--workers", min=1, help="Processes (one subject each at a time)."),
         flag_mm: float = typer.Option(FLAG_MM, "--flag-mm", min=0.0, help="Flag subjects whose median "
                                       "misregistration exceeds this (mm)."),
-        search_mm: float = typer.Option(15.0, "--search-mm", min=1.0, max=60.0, help="Largest shift searched (mm)."),
+        search_mm: float = typer.Option(SEARCH_MM, "--search-mm", min=1.0, max=60.0, help="Largest shift searched (mm)."),
         max_frames: int = typer.Option(16, "--max-frames", min=1, help="Cine frames pooled per slice."),
         figures: str = typer.Option("flagged", "--figures", help="PNG per subject: flagged | all | none."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -193,7 +199,7 @@ def register(cohort_app: typer.Typer) -> None:
                                                       "distribution": dist, "flagged": flagged}, indent=2))
         pngs = []
         for sid in (flagged if figures == "flagged" else list(by_subject) if figures == "all" else []):
-            if any(r["status"] == "ok" for r in by_subject[sid]):
+            if any(math.isfinite(r["shift_mm"]) for r in by_subject[sid]):
                 pngs.append(draw_subject(store.path, sid, by_subject[sid], out))
         table = Table(title=f"geometry QC of {store.path.name}: {len(subjects)} subjects")
         for col in ("", "n", "min", "p10", "median", "p90", "max"):
