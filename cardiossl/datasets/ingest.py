@@ -108,6 +108,13 @@ def _refines(cls: type, other: type, other_name: str) -> bool:
     return (cls is not other and issubclass(cls, other)) or other_name in getattr(cls, "refines", ())
 
 
+def _detects(reader_cls, root: Path) -> bool:
+    try:
+        return bool(reader_cls.detect(root))
+    except Exception:  # a reader that cannot even look at the folder does not match it
+        return False
+
+
 def detect_layout(root: Path) -> str:
     """The registered layout whose ``detect`` accepts ``root``; IngestError when none or several.
 
@@ -118,11 +125,8 @@ def detect_layout(root: Path) -> str:
     root = Path(root)
     matches: dict[str, type] = {}
     for entry in READERS.entries():
-        try:
-            if entry.obj.detect(root):
-                matches[entry.name] = entry.obj
-        except Exception:  # a reader that cannot even look at the folder does not match it
-            continue
+        if _detects(entry.obj, root):
+            matches[entry.name] = entry.obj
     names = ", ".join(READERS.names()) or "(none registered)"
     if not matches:
         raise IngestError(
@@ -426,7 +430,9 @@ def ingest(
     reader_cls = READERS.get(layout_name)
     sources = reader_cls().discover(root)
     if not sources:
-        raise IngestError(f"layout {layout_name!r} finds no subjects in {root}")
+        others = [n for n in READERS.names() if n != layout_name and _detects(READERS.get(n), root)]
+        hint = f"; it looks like {', '.join(repr(n) for n in others)} (--layout {others[0]} or auto)" if others else ""
+        raise IngestError(f"layout {layout_name!r} finds no subjects in {root}{hint}")
 
     store = CohortStore.create(store_path, grid_size=grid_size, spacing_mm=spacing_mm)
     removed = store.cleanup_incomplete()

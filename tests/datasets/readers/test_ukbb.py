@@ -188,3 +188,12 @@ def test_box_centre_in_world_matches_the_crossing_from_the_raw_affines(tmp_path)
         m = np.stack([r[0] for r in rows])
         expected = np.linalg.solve(m, np.array([r[1] for r in rows]))
         np.testing.assert_allclose(world, expected, atol=1e-3)
+
+
+def test_the_wrong_layout_named_explicitly_points_to_the_right_one(tmp_path):
+    from cardiossl.datasets.ingest import IngestError, ingest
+
+    write_export_subject(synth_subject("synth00001", 0, n_frames=2, n_sub=1), tmp_path / "export")
+    with pytest.raises(IngestError, match=r"layout 'ukbb' finds no subjects .* looks like 'cardiossl-nifti' "
+                                          r"\(--layout cardiossl-nifti or auto\)"):
+        ingest(tmp_path / "export", tmp_path / "store", layout="ukbb", progress=False)
