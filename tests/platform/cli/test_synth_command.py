@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from cardiossl.datasets.readers.nifti_export import NiftiExportReader
@@ -59,3 +60,46 @@ def test_bad_format(tmp_path):
     result = _run("--subjects", "1", "--out", str(tmp_path / "x"), "--format", "hdf5")
     assert result.exit_code == 2
     assert "--format must be zarr or nifti" in result.output
+
+
+def test_version_flag_selects_the_population_and_bad_values_are_refused(tmp_path):
+    out = tmp_path / "v1"
+    result = _run("--subjects", "1", "--seed", "2", "--frames", "2", "--version", "1", "--format", "nifti",
+                  "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "version 1" in result.output
+    back = NiftiExportReader().read(NiftiExportReader().discover(out)[0])
+    read_back = {k: v for k, v in back.meta.items() if k not in ("sa_order", "sa_normal_base_to_apex")}
+    assert read_back == synth_subject("synth00000", 2, n_frames=2, version=1).meta
+    bad = _run("--subjects", "1", "--version", "9", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "unknown synthetic cohort version 9" in bad.output
+    groups = _run("--subjects", "1", "--version", "1", "--groups", "normal=1", "--out", str(tmp_path / "y"))
+    assert groups.exit_code == 2 and "version 1 has one population" in groups.output
+    malformed = _run("--subjects", "1", "--groups", "normal", "--out", str(tmp_path / "z"))
+    assert malformed.exit_code == 2 and "NAME=WEIGHT" in malformed.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.ray
+def test_ray_tasks_write_whole_parts_and_resume(tmp_path, ray_cluster, monkeypatch):
+    import json
+    import os
+
+    from cardiossl.datasets.store import CohortStore
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    out = tmp_path / "store"
+    args = ["--seed", "3", "--frames", "2", "--grid-size", "64", "--spacing-mm", "3", "--out", str(out)]
+    first = _run("--subjects", "3", *args, "--ray-address", ray_cluster.gcs_address)
+    assert first.exit_code == 0, first.output
+    assert "Ray tasks" in first.output
+    store = CohortStore(out)
+    assert store.subject_ids() and sorted(store.subject_ids()) == ["synth00000", "synth00001", "synth00002"]
+    writers = {json.loads((out / "parts" / p / "zarr.json").read_text())["attributes"]["cardiossl_part"]
+               ["written_by"]["pid"] for p in store.part_ids()}
+    assert os.getpid() not in writers  # the parts were written by Ray workers
+    expected = synth_subject("synth00002", 3, n_frames=2)
+    assert store.subject_meta("synth00002") == expected.meta
+    again = _run("--subjects", "4", *args, "--ray-address", ray_cluster.gcs_address)
+    assert again.exit_code == 0, again.output
+    assert "wrote 1 subjects (3 already present)" in again.output
