@@ -29,15 +29,15 @@ from . import tissues as T
 
 VENDORS = {
     "siemens": {"myo": (0.20, 0.32), "fat": (0.75, 1.05), "liver": (0.22, 0.32), "muscle": (0.16, 0.26),
-                "snr": (25.0, 70.0), "normalise": (0.3, 0.7)},
+                "snr": (35.0, 90.0), "normalise": (0.3, 0.7)},
     "ge": {"myo": (0.22, 0.35), "fat": (0.70, 0.95), "liver": (0.25, 0.35), "muscle": (0.18, 0.28),
-           "snr": (20.0, 50.0), "normalise": (0.6, 1.0)},
+           "snr": (25.0, 60.0), "normalise": (0.6, 1.0)},
     "philips": {"myo": (0.18, 0.30), "fat": (0.80, 1.10), "liver": (0.20, 0.30), "muscle": (0.15, 0.24),
-                "snr": (22.0, 60.0), "normalise": (0.4, 0.8)},
+                "snr": (30.0, 80.0), "normalise": (0.4, 0.8)},
 }
 # multiplicative texture amplitude (per unit of the smooth random field) and bright-spot gain
-_TEXTURE = {T.LUNG: 0.5, T.LIVER: 0.08, T.MUSCLE: 0.08, T.SUBCUT_FAT: 0.06, T.PERICARDIAL_FAT: 0.08, T.MARROW: 0.2,
-            T.STOMACH: 0.3, T.MEDIASTINUM: 0.2, T.LV_CAV: 0.06, T.RV_CAV: 0.07, T.ATRIUM: 0.06, T.LV_MYO: 0.05,
+_TEXTURE = {T.LUNG: 0.5, T.LIVER: 0.08, T.MUSCLE: 0.15, T.SUBCUT_FAT: 0.08, T.PERICARDIAL_FAT: 0.08, T.MARROW: 0.2,
+            T.STOMACH: 0.3, T.MEDIASTINUM: 0.2, T.LV_CAV: 0.08, T.RV_CAV: 0.09, T.ATRIUM: 0.08, T.LV_MYO: 0.05,
             T.HEART_WALL: 0.08, T.VESSEL: 0.05, T.AORTA: 0.05}
 _SPOTS = {T.LUNG: 0.35, T.LIVER: 0.2, T.MEDIASTINUM: 0.2, T.STOMACH: 0.2}
 
@@ -178,7 +178,8 @@ class Appearance:
         if self.resp_ghost is not None:
             frac, amp = self.resp_ghost
             img += amp * (np.roll(clean, int(round(frac * n)), axis=axis) + np.roll(clean, -int(round(frac * n)), axis=axis))
-        img = gaussian_filter(img, self.blur_px)
+        if self.blur_px > 0.35:
+            img = gaussian_filter(img, self.blur_px)
         sigma = 1.0 / self.snr
         n1 = rng.standard_normal(img.shape, dtype=np.float32)
         n2 = rng.standard_normal(img.shape, dtype=np.float32)

@@ -59,6 +59,16 @@ def _in_ellipsoid(q, centre, semi):
     return acc <= 1.0
 
 
+def _box_idx(q, lo, hi) -> np.ndarray:
+    """Indices of the points q (N, 3) inside the axis-aligned box [lo, hi] (column by column: fast)."""
+    m = q[:, 0] > lo[0]
+    for k in range(3):
+        if k:
+            m &= q[:, k] > lo[k]
+        m &= q[:, k] < hi[k]
+    return np.flatnonzero(m)
+
+
 def _tube(q, p0, direction):
     """(t along the tube axis, squared distance from it) for points q."""
     rel = q - p0
@@ -135,7 +145,7 @@ class Heart:
         big = phenotype["group"] in ("DCM", "MINF", "HCM")
         self.la_r = u(24.0, 31.0) if big else u(20.0, 26.0)
         self.ra_r = u(22.0, 28.0) * (1.15 if phenotype["group"] == "RV" else 1.0)
-        self.la_c = np.array([u(-10.0, 0.0), u(-20.0, -10.0), -0.8 * self.la_r])
+        self.la_c = np.array([u(-8.0, 0.0), u(-14.0, -4.0), -0.75 * self.la_r])  # over the mitral annulus
         self.ra_c = np.array([self.rv_c[0] + u(0.0, 10.0), u(-15.0, -5.0), -0.8 * self.ra_r])
         # --- fat
         self.fat = u(1.0, 5.0)
@@ -274,12 +284,12 @@ class Heart:
         myocardium), then the atria and the aortic root above the mitral plane. Each structure is
         evaluated only on the points inside its bounding box.
         """
-        q = np.array(q_ed, dtype=np.float32, copy=True).reshape(-1, 3)
+        q = np.array(np.asarray(q_ed).reshape(-1, 3), dtype=np.float32, order="F")  # columns contiguous
         q[:, 2] -= np.float32(self.shift * c)  # w' = depth below the current mitral plane
         out = np.full(len(q), NOT_HEART, dtype=np.uint8)
         self._paint_rv(q, c, out)
         self._paint_lv(q, c, out)
-        up = np.flatnonzero(q[:, 2] < 0.0)
+        up = np.flatnonzero(q[:, 2] < self.rv_base + (self.rv_shift - self.shift) * c)  # above an annulus
         if up.size:
             ou = out[up]
             self._paint_atria(q[up], c, ou)
@@ -290,12 +300,10 @@ class Heart:
         length = self._length(c)
         hmax = max(self.wall, (self.hyp or {}).get("max_wall_mm", 0.0))
         reach = max(self.A, self.B) + hmax + 4 * self.fat + 4
-        qw = q[:, 2]
-        cand = np.flatnonzero((qw >= 0) & (qw < length + self.apex_wall + 3 * self.fat + 2)
-                              & (np.abs(q[:, 0]) < reach) & (np.abs(q[:, 1]) < reach))
+        cand = _box_idx(q, (-reach, -reach, -1e-6), (reach, reach, length + self.apex_wall + 3 * self.fat + 2))
         if not cand.size:
             return
-        qs, qa, qw = q[cand, 0], q[cand, 1], qw[cand]
+        qs, qa, qw = q[cand, 0], q[cand, 1], q[cand, 2]
         r = np.sqrt(qs * qs + qa * qa) + np.float32(1e-6)
         ct, st = qs / r, qa / r
         zc = np.minimum(qw / length, 1.0)
@@ -332,8 +340,8 @@ class Heart:
         kr = 1.0 - c * (1.0 - self.rv_k)
         rv_shift = (self.rv_shift - self.shift) * c  # the RV base descends more than the LV's
         big = max(self.rv_semi[0], self.rv_semi[1]) + self.rv_wall + 3 * self.fat
-        cand = np.flatnonzero((np.abs(q[:, 0] - self.rv_c[0]) < big) & (np.abs(q[:, 1] - self.rv_c[1]) < big)
-                              & (q[:, 2] >= rv_shift + self.rv_base) & (q[:, 2] < self.rv_semi[2] + 2.0))
+        cand = _box_idx(q, (self.rv_c[0] - big, self.rv_c[1] - big, rv_shift + self.rv_base - 1e-6),
+                        (self.rv_c[0] + big, self.rv_c[1] + big, self.rv_semi[2] + 2.0))
         if cand.size:
             qc = q[cand]
             cr, sr = np.cos(self.rv_rot), np.sin(self.rv_rot)
@@ -361,7 +369,7 @@ class Heart:
         p0, d = self.rvot_p0.astype(np.float32), self.rvot_dir.astype(np.float32)
         p1 = p0 + (self.rvot_len + self.pa_len) * d
         rr = 1.1 * ro + self.rv_wall + 1.0
-        cand = np.flatnonzero(np.all((q > np.minimum(p0, p1) - rr) & (q < np.maximum(p0, p1) + rr), axis=1))
+        cand = _box_idx(q, np.minimum(p0, p1) - rr, np.maximum(p0, p1) + rr)
         if cand.size:
             t, d2 = _tube(q[cand], p0, d)
             oc = out[cand]
@@ -374,24 +382,28 @@ class Heart:
             out[cand] = oc
 
     def _paint_atria(self, qu, c, ou) -> None:
+        """Atria above their annuli (the LA above the mitral plane, the RA above the tricuspid), open
+        to their ventricles there as valves are, and the aortic root."""
         grow = 1.0 + 0.12 * c  # the atria fill during ventricular systole
-        keep = (ou == RV_CAV) | (ou == VESSEL)
-        for centre, rr in ((self.la_c, self.la_r), (self.ra_c, self.ra_r)):
+        keep = (ou == RV_CAV) | (ou == VESSEL) | (ou == LV_CAV) | (ou == LV_MYO)
+        annulus = (0.0, self.rv_base + (self.rv_shift - self.shift) * c)
+        for centre, rr, top in ((self.la_c, self.la_r, annulus[0]), (self.ra_c, self.ra_r, annulus[1])):
             semi = np.array([rr, rr, 1.1 * rr]) * grow
             ext = semi + 2.0 + self.fat
-            ci = np.flatnonzero(np.all(np.abs(qu - centre.astype(np.float32)) < ext, axis=1))
+            ci = _box_idx(qu, centre - ext, centre + ext)
             if not ci.size:
                 continue
             qc, oc = qu[ci], ou[ci]
-            oc[(oc == NOT_HEART) & _in_ellipsoid(qc, centre, ext)] = PERICARDIAL_FAT
-            kc = keep[ci]
-            oc[_in_ellipsoid(qc, centre, semi + 2.0) & ~kc] = HEART_WALL
+            above = qc[:, 2] < top
+            oc[above & (oc == NOT_HEART) & _in_ellipsoid(qc, centre, ext)] = PERICARDIAL_FAT
+            kc = keep[ci] | ~above
+            oc[_in_ellipsoid(qc, centre, semi + 2.0) & ~kc & (qc[:, 2] < top - 3.0)] = HEART_WALL
             oc[_in_ellipsoid(qc, centre, semi) & ~kc] = ATRIUM
             ou[ci] = oc
         p0, d = self.ao_p0.astype(np.float32), self.ao_dir.astype(np.float32)
         p1 = p0 + self.ao_len * d
         rr = self.ao_r + 2.0
-        ci = np.flatnonzero(np.all((qu > np.minimum(p0, p1) - rr) & (qu < np.maximum(p0, p1) + rr), axis=1))
+        ci = _box_idx(qu, np.minimum(p0, p1) - rr, np.maximum(p0, p1) + rr)
         if ci.size:
             ta, da2 = _tube(qu[ci], p0, d)
             al = (ta >= 0) & (ta <= self.ao_len)
@@ -411,7 +423,7 @@ class Heart:
         q = np.asarray(q_ed, dtype=np.float32).reshape(-1, 3)
         out = np.zeros(len(q), dtype=bool)
         lo, hi = self.heart_box()
-        box = np.flatnonzero(np.all((q >= lo) & (q <= hi), axis=1))
+        box = _box_idx(q, lo, hi)
         if box.size:
             out[box] = self.classes(q[box], 1.0) != NOT_HEART
         return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from .acquisition import SlicePlan
 from .appearance import Appearance
-from .heart import Heart
+from .heart import Heart, _box_idx
 from .tissues import BLOOD, CLASS_TO_LABEL, NAMES, NOT_HEART
 from .torso import Torso
 
@@ -58,7 +58,7 @@ class _Bilinear:
 def _heart_pixels(heart: Heart, local: np.ndarray, normal_local: np.ndarray, half: float) -> np.ndarray:
     lo, hi = heart.heart_box()
     reach = np.abs(normal_local) * half
-    return np.flatnonzero(np.all((local >= lo - reach) & (local <= hi + reach), axis=1))
+    return _box_idx(local, lo - reach, hi + reach)
 
 
 def render(
@@ -81,9 +81,10 @@ def render(
     pts, shape_c = _grid_points(plane, rows, cols, factor)
     anat = pts - plan.displacement  # where the anatomy seen at each point sits when at rest
     offsets = ((np.arange(n_sub) + 0.5) / n_sub - 0.5) * plan.thickness
-    n_static = min(n_sub, 3)  # the torso's partial volume needs fewer sub-planes than the heart's
+    n_static = min(n_sub, 2)  # the torso's partial volume needs fewer sub-planes than the heart's
     off_static = ((np.arange(n_static) + 0.5) / n_static - 0.5) * plan.thickness
-    static = np.stack([torso.classes(anat + o * normal) for o in off_static])
+    static = np.stack([torso.classes(anat + o * normal, sac=False) for o in off_static])
+    torso.apply_sac(anat, static)
     lut, tex, spots = look.lut, look.tex, look.spots
     s_base, s_tex, s_spot, s_blood = lut[static].mean(0), tex[static].mean(0), spots[static].mean(0), _BLOOD[static].mean(0)
     q_c = heart.to_local(anat).astype(np.float32)

@@ -47,6 +47,8 @@ class Torso:
         centre = heart.lv_centre()
         self.bx, self.by = u(135.0, 175.0), u(100.0, 130.0)
         self.subcut = u(5.0, 25.0)
+        self.fat_lateral = u(0.0, 1.5)
+        self.back_flat = u(0.0, 1.0)
         self.muscle = u(8.0, 14.0)
         wall = self.subcut + self.muscle * 1.5 + 4.0  # skin to the inner anterior chest wall
         cy = pts[:, 1].min() - u(2.0, 12.0) - wall + self.by  # inner anterior wall just in front of the heart
@@ -86,14 +88,18 @@ class Torso:
         central = self.tendon - 0.5 * k * (dx**2 + dy**2)
         return np.maximum(np.maximum(right, left), central)
 
-    def classes(self, points: np.ndarray) -> np.ndarray:
+    def classes(self, points: np.ndarray, sac: bool = True) -> np.ndarray:
+        """Tissue classes at world points (N, 3); ``sac=False`` leaves the pericardial sac to the caller
+        (``apply_sac``), which can then test it once for several sub-planes."""
         p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         dx = (p[:, 0] - self.c[0]).astype(np.float32)
         dy = (p[:, 1] - self.c[1]).astype(np.float32)
         z = p[:, 2].astype(np.float32)
         bx, by = self.bx, self.by
-        # elliptic "radius" (1 on the skin) and the depth below the skin along it (approximately, mm)
-        rho = np.sqrt((dx / bx) ** 2 + (dy / by) ** 2)
+        # elliptic "radius" (1 on the skin; the back flattened by lying on the table) and the depth
+        # below the skin along it (approximately, mm)
+        ay = np.abs(dy) / by
+        rho = np.sqrt((dx / bx) ** 2 + np.where(dy > 0, ay**3 * (1.0 + self.back_flat * ay), ay * ay))
         scale = np.sqrt((dx * dx + dy * dy) / np.maximum(rho * rho, 1e-6))  # skin distance from the centre
         depth = (1.0 - rho) * scale
         out = np.full(len(p), AIR, dtype=np.uint8)
@@ -101,9 +107,11 @@ class Torso:
         out[body] = SUBCUT_FAT
         ant = np.clip(-dy / by, 0.0, 1.0)
         post = np.clip(dy / by, 0.0, 1.0)
-        musc = self.muscle * (1.0 + 0.6 * ant + 1.5 * post**2)
-        m_in = self.subcut + musc
-        out[body & (depth >= self.subcut)] = MUSCLE
+        lateral = np.clip(np.abs(dx) / bx, 0.0, 1.0)
+        fat = self.subcut * (1.0 + self.fat_lateral * lateral**2 - 0.5 * post)  # thickest at the flanks
+        musc = self.muscle * (1.0 + 0.8 * ant + 2.5 * post**2)
+        m_in = fat + musc
+        out[body & (depth >= fat)] = MUSCLE
         # ribs: sloping bands in the inner part of the chest wall
         rib_zone = body & (depth >= m_in - 6.0) & (depth < m_in + 4.0)
         ri = np.flatnonzero(rib_zone)
@@ -140,11 +148,8 @@ class Torso:
         out[above & (de2 <= 8.0**2)] = MEDIASTINUM
         di2 = (dx - (self.ivc[0] - self.c[0])) ** 2 + (dy - (self.ivc[1] - self.c[1])) ** 2
         out[below & (di2 <= self.ivc_r**2)] = VESSEL
-        # the pericardial sac (heart, fat and a margin) is never lung
-        near = np.flatnonzero(above & (out == LUNG))
-        if near.size:
-            q = self.heart.to_local(p[near])
-            out[near[self.heart.sac(q)]] = MEDIASTINUM
+        if sac:
+            self.apply_sac(p, out[None])
         if self.arms:
             for side in (-1.0, 1.0):
                 ax = dx - side * (bx + self.arm_gap + self.arm_r)
@@ -157,6 +162,16 @@ class Torso:
                 out[h2 <= 12.0**2] = BONE
                 out[h2 <= 9.0**2] = MARROW
         return out
+
+    def apply_sac(self, points: np.ndarray, classes: np.ndarray) -> None:
+        """Turn lung inside the pericardial sac at ``points`` into mediastinum, in every row of
+        ``classes`` (sub-planes, N): the sac is never lung."""
+        lung = np.flatnonzero(np.any(classes == LUNG, axis=0))
+        if lung.size:
+            inside = lung[self.heart.sac(self.heart.to_local(points[lung]))]
+            sub = classes[:, inside]
+            sub[sub == LUNG] = MEDIASTINUM
+            classes[:, inside] = sub
 
     def meta(self) -> dict:
         return {
