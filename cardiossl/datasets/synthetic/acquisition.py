@@ -135,7 +135,7 @@ def plan_exam(heart: Heart, site_name: str, rng: np.random.Generator, breath: np
     # field of view centre: between the heart and the chest centre, plus jitter (the heart off-centre)
     lv_c = heart.lv_centre()
     toward = np.array([body_centre[0], body_centre[1], lv_c[2]]) - lv_c
-    fov_c = lv_c + u(0.0, 0.5) * toward + rng.normal(0.0, 10.0, 3)
+    fov_c = lv_c + u(0.0, 0.35) * toward + rng.normal(0.0, 8.0, 3)
     fov_c = fov_c - ((fov_c - heart.base) @ n) * n  # on the plane through the base
     # breath-holds: groups of 1-3 consecutive slices share one displacement
     per_hold = int(breath.integers(1, 4))

@@ -15,7 +15,9 @@ mitral annulus plane) to the apex; ``theta`` is the angle about ``w`` from ``s``
 * RV: an ellipsoid beside the LV (offset, rotated and sized to the drawn RV EDV and EF) minus the LV,
   so it wraps the septum as a crescent; a free wall, trabeculae near it, and an outflow tract rising
   anterior to the aorta to the pulmonary valve (labelled RV cavity below the valve).
-* Above the base: left and right atria, aortic root and ascending aorta, pulmonary trunk.
+* Above the base: left and right atria, aortic root and ascending aorta, pulmonary trunk; the
+  valves between them and the ventricles as thin dark lines (closed leaflets, as at ED and ES), so
+  the ventricles' labels stop where an image shows a boundary.
 * Epicardial/pericardial fat, thickest in the atrioventricular grooves, patchy elsewhere.
 
 Volumes: LV by quadrature of the same radius functions the labels use; RV on a 2.5 mm grid of the labels.
@@ -40,6 +42,11 @@ from .tissues import (
     VESSEL,
 )
 from .v1 import LA_ANGLES_DEG, _rotate, _unit
+
+
+VALVE_MM = 1.5
+"""Thickness of the dark line of closed valve leaflets where each ventricle meets its atrium or
+artery: the cue readers use to stop a ventricle's label at the valve plane."""
 
 
 def _vm(cos_d, kappa: float):
@@ -376,6 +383,7 @@ class Heart:
             along = (t >= 0) & (t <= self.rvot_len)
             oc[along & (d2 <= (ro + self.rv_wall) ** 2) & (q[cand, 2] < 20.0) & (oc != RV_CAV)] = HEART_WALL
             oc[along & (d2 <= ro * ro)] = RV_CAV
+            oc[along & (d2 <= ro * ro) & (t > self.rvot_len - VALVE_MM)] = HEART_WALL  # pulmonary valve
             pa = (t > self.rvot_len) & (t <= self.rvot_len + self.pa_len)
             oc[pa & (d2 <= (1.1 * ro + 2.0) ** 2)] = HEART_WALL
             oc[pa & (d2 <= (1.1 * ro) ** 2)] = VESSEL
@@ -398,7 +406,9 @@ class Heart:
             oc[above & (oc == NOT_HEART) & _in_ellipsoid(qc, centre, ext)] = PERICARDIAL_FAT
             kc = keep[ci] | ~above
             oc[_in_ellipsoid(qc, centre, semi + 2.0) & ~kc & (qc[:, 2] < top - 3.0)] = HEART_WALL
-            oc[_in_ellipsoid(qc, centre, semi) & ~kc] = ATRIUM
+            inside = _in_ellipsoid(qc, centre, semi) & ~kc
+            oc[inside] = ATRIUM
+            oc[inside & (qc[:, 2] > top - VALVE_MM)] = HEART_WALL  # the closed AV valve's leaflets
             ou[ci] = oc
         p0, d = self.ao_p0.astype(np.float32), self.ao_dir.astype(np.float32)
         p1 = p0 + self.ao_len * d
@@ -409,7 +419,9 @@ class Heart:
             al = (ta >= 0) & (ta <= self.ao_len)
             oc = ou[ci]
             oc[al & (da2 <= rr * rr) & (oc != RV_CAV)] = HEART_WALL
-            oc[al & (da2 <= self.ao_r**2)] = AORTA
+            lumen = al & (da2 <= self.ao_r**2)
+            oc[lumen] = AORTA
+            oc[lumen & (qu[ci, 2] > -VALVE_MM)] = HEART_WALL  # aortic valve at the LV outflow
             ou[ci] = oc
 
     def labels(self, q_ed: np.ndarray, c: float) -> np.ndarray:

@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             fail(str(exc))
         ids = [subject_id_for(i, subjects) for i in range(subjects)]
+        store = None
         if fmt == "zarr":
             from ...datasets.store import CohortStore, StoreError
 
@@ -140,6 +141,8 @@ def register(app: typer.Typer) -> None:
                     for fut in as_completed(futures):
                         progress.advance(task, len(fut.result()))
                 where = f"{workers} workers"
+        if store is not None and todo:
+            store.update_fingerprint()  # as `cardiossl ingest` does: the study keys encoders by it
         elapsed = time.perf_counter() - start
         per = elapsed / len(todo) if todo else 0.0
         typer.echo(
