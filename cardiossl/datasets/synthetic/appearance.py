@@ -90,7 +90,7 @@ class Appearance:
             for _ in range(n_el):
                 c = np.array([body_centre[0] + u(-0.7, 0.7) * bx, body_centre[1] + side * by * u(0.9, 1.1),
                               lv[2] + u(-80.0, 80.0)])
-                coils.append((c, u(70.0, 130.0), u(0.5, 1.5) * (1.0 if side < 0 else 0.7)))
+                coils.append((c, u(45.0, 85.0), u(0.5, 1.5) * (1.0 if side < 0 else 0.7)))
         self.coils = coils
         self.coil_floor = u(0.1, 0.4)
         self.coil_gamma = u(*v["normalise"])

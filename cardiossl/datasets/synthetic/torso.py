@@ -6,7 +6,7 @@ lies a few mm in front of the heart's most anterior point, its centre to the rig
 the heart, and the diaphragm's central tendon just under the heart's lowest point, with the right
 dome higher than the left (over the liver). Lungs fill the thorax above the diaphragm outside the
 mediastinum and the pericardial sac, so they wrap the heart as in real images. Layers from the skin:
-subcutaneous fat (5-25 mm), chest-wall muscle (thicker anteriorly and over the spine), ribs
+subcutaneous fat (4-18 mm), chest-wall muscle (thicker anteriorly and over the spine), ribs
 (sloping bands of marrow in a cortical rim); posteriorly the vertebral body, spinal canal and
 descending aorta. Arms lie beside the chest in some subjects (UK Biobank images them at the sides).
 """
@@ -46,10 +46,10 @@ class Torso:
         pts = heart.to_world(g[inside])
         centre = heart.lv_centre()
         self.bx, self.by = u(135.0, 175.0), u(100.0, 130.0)
-        self.subcut = u(5.0, 25.0)
+        self.subcut = u(4.0, 18.0)
         self.fat_lateral = u(0.0, 1.5)
         self.back_flat = u(0.0, 1.0)
-        self.muscle = u(8.0, 14.0)
+        self.muscle = u(6.0, 12.0)
         wall = self.subcut + self.muscle * 1.5 + 4.0  # skin to the inner anterior chest wall
         cy = pts[:, 1].min() - u(2.0, 12.0) - wall + self.by  # inner anterior wall just in front of the heart
         cx = min(centre[0] - u(15.0, 40.0), pts[:, 0].max() + u(5.0, 25.0) + wall - self.bx)

@@ -44,6 +44,7 @@ def test_zarr_cohort_and_resume(tmp_path):
     assert first.exit_code == 0, first.output
     store = CohortStore(out)
     assert store.subject_ids() == ["synth00000", "synth00001"] and store.grid_size == 96
+    assert store.fingerprint["subjects"] == 2  # stored, as ingest stores it
     truth = synth_subject("synth00001", 1, n_frames=2).meta["volumes_ml"]
     assert store.subject_meta("synth00001")["volumes_ml"] == truth
     again = _run("--subjects", "3", "--seed", "1", "--frames", "2", "--out", str(out), "--grid-size", "96")
