@@ -102,7 +102,10 @@ class Appearance:
         k = field_t / 1.5
         self.f0 = rng.normal(0.0, 15.0 * k)
         self.f_grad = g / np.linalg.norm(g) * u(0.05, 0.5) * k
-        self.f_curv = u(0.0005, 0.004) * k
+        # curvature: a random symmetric form (eigenvalues of either sign), so bands are ellipses or
+        # hyperbolae of any orientation, not rings around the heart
+        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        self.f_curv = (rot * (u(-1.0, 1.0, 3) * u(0.0005, 0.004) * k)) @ rot.T
         self.f_centre = lv + rng.normal(0.0, 40.0, 3)
         self.band_width, self.band_depth = u(0.08, 0.2), u(0.5, 0.9)
         # flow: ghosts and jets
@@ -143,7 +146,7 @@ class Appearance:
     def banding(self, points: np.ndarray) -> np.ndarray:
         """Signal factor of bSSFP off-resonance: dark where the phase per TR reaches pi (mod 2 pi)."""
         d = np.asarray(points, dtype=np.float64).reshape(-1, 3) - self.f_centre
-        f = self.f0 + d @ self.f_grad + self.f_curv * np.sum(d * d, axis=1)
+        f = self.f0 + d @ self.f_grad + np.einsum("ij,jk,ik->i", d, self.f_curv, d)
         phase = 2 * np.pi * f * self.tr_ms / 1000.0
         dist = np.angle(np.exp(1j * (phase - np.pi)))
         return (1.0 - self.band_depth * np.exp(-0.5 * np.square(dist / self.band_width))).astype(np.float32)
