@@ -45,7 +45,8 @@ def real_images(root: Path) -> list[tuple[str, object]]:
             continue
         reader = READERS.get(layout)()
         sources = reader.discover(folder)
-        picks = sources[:1] if layout != "acdc" else [s for s in sources if s.subject_id in ("patient001", "patient061")]
+        wanted = ("patient001", "patient061")
+        picks = [s for s in sources if s.subject_id in wanted] if layout == "acdc" else sources[:1]
         for src in picks:
             rec = reader.read(src)
             out.append((f"real {name} {src.subject_id if layout == 'acdc' else ''} SA", _mid_sa(rec.slices)))

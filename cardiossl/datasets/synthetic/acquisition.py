@@ -36,14 +36,18 @@ from .v1 import _in_plane_rotate, _plane_centred, _rotate, _unit
 SITES: dict[str, dict] = {
     # pixel (mm), matrix (rows, cols) ranges, SA thickness and inter-slice gap (mm), LA thickness,
     # phase-encoding axis, circular field of view, interpolation (acquired / reconstructed pixel size)
-    "ukbb_like": {"vendor": "siemens", "field_t": 1.5, "pixel": (1.7, 1.9), "rows": (180, 200), "cols": (200, 216),
-                  "thick": (8.0, 8.0), "gap": (2.0, 2.0), "la_thick": (6.0, 6.0), "pe": "rows", "circle": False, "interp": (1.0, 1.0)},
-    "acdc_like": {"vendor": "siemens", "field_t": 3.0, "pixel": (1.3, 1.6), "rows": (200, 256), "cols": (200, 232),
-                  "thick": (6.0, 8.0), "gap": (0.0, 4.0), "la_thick": (6.0, 8.0), "pe": "cols", "circle": False, "interp": (1.2, 1.6)},
-    "sunnybrook_like": {"vendor": "ge", "field_t": 1.5, "pixel": (1.3, 1.45), "rows": (256, 256), "cols": (256, 256),
-                        "thick": (8.0, 8.0), "gap": (2.0, 2.0), "la_thick": (8.0, 8.0), "pe": "cols", "circle": True, "interp": (1.3, 1.6)},
-    "mnms_like": {"vendor": "philips", "field_t": 1.5, "pixel": (1.2, 1.5), "rows": (208, 256), "cols": (208, 256),
-                  "thick": (8.0, 10.0), "gap": (0.0, 2.0), "la_thick": (8.0, 10.0), "pe": "rows", "circle": False, "interp": (1.3, 1.8)},
+    "ukbb_like": {"vendor": "siemens", "field_t": 1.5, "pixel": (1.7, 1.9), "rows": (180, 200),
+                  "cols": (200, 216), "thick": (8.0, 8.0), "gap": (2.0, 2.0), "la_thick": (6.0, 6.0),
+                  "pe": "rows", "circle": False, "interp": (1.0, 1.0)},
+    "acdc_like": {"vendor": "siemens", "field_t": 3.0, "pixel": (1.3, 1.6), "rows": (200, 256),
+                  "cols": (200, 232), "thick": (6.0, 8.0), "gap": (0.0, 4.0), "la_thick": (6.0, 8.0),
+                  "pe": "cols", "circle": False, "interp": (1.2, 1.6)},
+    "sunnybrook_like": {"vendor": "ge", "field_t": 1.5, "pixel": (1.3, 1.45), "rows": (256, 256),
+                        "cols": (256, 256), "thick": (8.0, 8.0), "gap": (2.0, 2.0), "la_thick": (8.0, 8.0),
+                        "pe": "cols", "circle": True, "interp": (1.3, 1.6)},
+    "mnms_like": {"vendor": "philips", "field_t": 1.5, "pixel": (1.2, 1.5), "rows": (208, 256),
+                  "cols": (208, 256), "thick": (8.0, 10.0), "gap": (0.0, 2.0), "la_thick": (8.0, 10.0),
+                  "pe": "rows", "circle": False, "interp": (1.3, 1.8)},
 }
 # spreads (per unit of planning quality q ~ LogNormal(0, QUALITY_SIGMA) clipped to QUALITY_RANGE) and caps
 QUALITY_SIGMA, QUALITY_RANGE = 0.5, (0.3, 3.0)

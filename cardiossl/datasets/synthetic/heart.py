@@ -130,7 +130,8 @@ class Heart:
         epi_s = self.A + self.wall
         self.rv_c = np.array([epi_s * u(0.7, 0.9), u(-5.0, 8.0), 0.0])
         self.rv_rot = np.deg2rad(u(-15.0, 15.0))
-        self.rv_semi = np.array([u(22.0, 30.0), (self.B + self.wall) * u(1.2, 1.45), (self.C + self.apex_wall) * u(0.72, 0.88)])
+        self.rv_semi = np.array([u(22.0, 30.0), (self.B + self.wall) * u(1.2, 1.45),
+                                 (self.C + self.apex_wall) * u(0.72, 0.88)])
         self.rv_base = u(0.0, 8.0)  # tricuspid annulus below the mitral plane
         self.rv_wall = u(3.0, 4.5) * (1.4 if phenotype["group"] == "HCM" else 1.0)
         self.rv_trab = (int(rng.integers(5, 10)), u(0, 2 * np.pi), u(1.5, 3.0))

@@ -86,7 +86,7 @@ def render(
     static = np.stack([torso.classes(anat + o * normal, sac=False) for o in off_static])
     torso.apply_sac(anat, static)
     lut, tex, spots = look.lut, look.tex, look.spots
-    s_base, s_tex, s_spot, s_blood = lut[static].mean(0), tex[static].mean(0), spots[static].mean(0), _BLOOD[static].mean(0)
+    s_base, s_tex, s_spot, s_blood = (t[static].mean(0) for t in (lut, tex, spots, _BLOOD))
     q_c = heart.to_local(anat).astype(np.float32)
     pix = _heart_pixels(heart, q_c, n_loc, plan.thickness / 2.0)
     q_box = (q_c[None, pix, :] + offsets.astype(np.float32)[:, None, None] * n_loc).reshape(-1, 3)
@@ -104,7 +104,7 @@ def render(
         h = heart.classes(q_box, c).reshape(n_sub, len(pix))
         cls = np.where(h != NOT_HEART, h, static_box)
         base, tx, sp, blood = s_base.copy(), s_tex.copy(), s_spot.copy(), s_blood.copy()
-        base[pix], tx[pix], sp[pix], blood[pix] = lut[cls].mean(0), tex[cls].mean(0), spots[cls].mean(0), _BLOOD[cls].mean(0)
+        base[pix], tx[pix], sp[pix], blood[pix] = (t[cls].mean(0) for t in (lut, tex, spots, _BLOOD))
         base[pix] *= look.jet_factor(q_c[pix], c)
         up = upsample(np.stack([base, tx, sp, blood])).reshape(4, -1)
         clean = (up[0] + up[1] * smooth + up[2] * spot_field) * shade

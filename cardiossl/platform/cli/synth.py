@@ -137,7 +137,8 @@ def register(app: typer.Typer) -> None:
                 size = batch_size_for(len(todo), workers)
                 ctx = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                    futures = [pool.submit(write_batch, todo[i : i + size], **kwargs) for i in range(0, len(todo), size)]
+                    futures = [pool.submit(write_batch, todo[i : i + size], **kwargs)
+                               for i in range(0, len(todo), size)]
                     for fut in as_completed(futures):
                         progress.advance(task, len(fut.result()))
                 where = f"{workers} workers"
