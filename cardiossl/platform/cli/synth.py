@@ -17,14 +17,14 @@ import typer
 
 
 def _parse_groups(text: str | None) -> dict | None:
-    """``normal=2,dilated=1`` -> {"normal": 2.0, "dilated": 1.0} (weights; the generator checks names)."""
+    """``NOR=2,DCM=1`` -> {"NOR": 2.0, "DCM": 1.0} (weights; the generator checks the group names)."""
     if not text:
         return None
     out = {}
     for item in text.split(","):
         name, sep, weight = item.partition("=")
         if not sep:
-            raise ValueError(f"--groups item {item!r} is not NAME=WEIGHT (e.g. normal=2,dilated=1)")
+            raise ValueError(f"--groups item {item!r} is not NAME=WEIGHT (e.g. NOR=2,DCM=1)")
         try:
             out[name.strip()] = float(weight)
         except ValueError:
@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
         frames: int = typer.Option(4, "--frames", min=2, help="Cine frames per slice (ED 0, ES at ~3/8)."),
         version: int = typer.Option(None, "--version", help="Population version (default: the newest)."),
         groups: str = typer.Option(
-            None, "--groups", help="Group weights, e.g. normal=2,dilated=1 (version 2; default: equal, as ACDC)."
+            None, "--groups", help="Group weights, e.g. NOR=2,DCM=1,HCM=1,MINF=1,RV=1 (version 2; default: equal)."
         ),
         grid_size: int = typer.Option(128, "--grid-size", help="Store grid, pixels per side (zarr)."),
         spacing_mm: float = typer.Option(1.5, "--spacing-mm", help="Store grid pixel spacing in mm (zarr)."),

@@ -27,7 +27,7 @@ def shifted(tmp_path_factory):
     rng = np.random.default_rng(5)
     records, injected, truth = [], {}, {}
     for i, amp in ((0, 2.0), (1, 10.0)):
-        rec = synth_subject(f"synth{i:05d}", 2, n_frames=4)
+        rec = synth_subject(f"synth{i:05d}", 2, n_frames=4, version=1)  # consistent planes: only injected shifts
         for s in rec.slices:
             if s.view != "sa":
                 continue
