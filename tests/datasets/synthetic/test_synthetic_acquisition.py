@@ -148,10 +148,11 @@ def test_stack_covers_atria_to_apex_with_site_protocols(plans):
 
 def test_scanner_like_display_orientation(plans):
     """Siemens-like SA: anterior up; long-axis views: feet down (as the real exams in shared/data/real)."""
-    for heart, p, meta in plans[:40]:
+    for heart, p, meta in plans:
         for x in p:
             up = -x.plane.col_dir
-            if x.view == "sa" and meta["vendor"] != "ge":
-                assert up @ np.array([0.0, -1.0, 0.0]) > 0.5  # anterior (-y in LPS) up
+            if x.view == "sa":  # anterior (-y in LPS) up, GE-like sites turned a little further
+                anterior = up @ np.array([0.0, -1.0, 0.0])
+                assert anterior > (0.3 if meta["vendor"] == "ge" else 0.5)
             if x.view != "sa":
                 assert x.plane.col_dir[2] < 0.3  # superior towards the top
