@@ -359,9 +359,12 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     for sid in landed:  # whatever is visible is whole
         assert len(CohortStore(store).subject_slices(sid)) == 3 * 5
 
-    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part leaves behind
+    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part an hour ago leaves behind
     (dead / "image").mkdir(parents=True, exist_ok=True)
-    (dead / ".writer.lock").write_text('{"pid": 0}')
+    hour_ago = time.time() - 3600
+    (dead / ".lease").write_text(json.dumps({"token": "t", "host": "elsewhere", "pid": 1, "heartbeat": hour_ago,
+                                             "lease_s": 900.0}))
+    os.utime(dead / ".lease", (hour_ago, hour_ago))
     resumed = ingest(src, store, progress=False, **GRID)
     assert "p-killed-writer" in resumed.removed_incomplete_parts and not dead.exists()
     assert sorted(resumed.already_present) == sorted(landed)
@@ -372,6 +375,8 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     a, b = CohortStore(store).fingerprint, CohortStore(tmp_path / "reference").fingerprint
     for key in ("subjects", "slices", "views", "intensity", "labelled_subjects", "sa_slice_gap_mm"):
         assert rounded(a[key]) == rounded(b[key]), key  # pooled in commit order: last-bit differences
+    # the same data: the same content hash, however it was cut into parts and whenever it was written
+    assert a["content_hash"] == b["content_hash"] == CohortStore(store).snapshot().content_hash
     assert len(reference.parts) < len(CohortStore(store).part_ids())  # the runs did differ in parts
     assert reference.scheduler == "sync"  # and the killed one ran in a dask process pool
 
