@@ -381,6 +381,43 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     assert reference.scheduler == "sync"  # and the killed one ran in a dask process pool
 
 
+DYING_INGEST = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {helpers!r})
+    from nifti_cohorts import DyingAcdcReader
+    from cardiossl.datasets.readers import READERS
+    from cardiossl.platform.cli import app
+
+    READERS.add("acdc-dying", DyingAcdcReader)
+    if __name__ == "__main__":
+        app(["ingest", {src!r}, "--out", {store!r}, "--layout", "acdc-dying", "--workers", "2",
+             "--batch-size", "2", "--grid-size", "32", "--spacing-mm", "2", "--quiet"])
+    """
+)
+
+
+def test_a_worker_process_that_dies_costs_only_the_subject_it_was_reading(tmp_path):
+    """Defect 6: a killed ingest worker aborted a local ingest with a BrokenProcessPool traceback,
+    no report, another valid batch lost and the culprit not named."""
+    src = tmp_path / "src"
+    acdc_cohort(src, range(1, 7))
+    store = tmp_path / "store"
+    script = tmp_path / "run.py"
+    script.write_text(DYING_INGEST.format(helpers=str(Path(__file__).parent / "readers"), src=str(src),
+                                          store=str(store)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr  # the exit code says: something was skipped
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "skipped: 1" in out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("patient002:"))
+    assert "worker process died while reading it" in line and "exit code 3" in line
+    report = json.loads(Path(next(x for x in out.stdout.splitlines() if x.startswith("report: "))[8:]).read_text())
+    assert [s["subject_id"] for s in report["skipped"]] == ["patient002"]
+    expected = sorted(f"patient{i:03d}" for i in (1, 3, 4, 5, 6))  # patient001 shared its batch
+    assert sorted(report["ingested"]) == expected == sorted(CohortStore(store).subject_ids())
+
+
 # --------------------------------------------------------------------------------------------
 # Ray: the session's real local cluster (tests/conftest.py `ray_cluster`)
 

@@ -169,13 +169,14 @@ def summary_from_part(part_dir: Path, part_id: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------------------------------
 # segments: one or more parts' summaries, loaded lazily and cached (they never change once written)
 class Segment:
-    """The index rows of some parts, in commit order; per-slice columns are loaded on first use."""
+    """The index rows of some parts, in commit order. Part- and subject-level arrays are kept; the
+    per-slice columns and tables are read from the file when asked for (``columns``), not kept, so a
+    cached segment costs little memory in every process that opened the store."""
 
     def __init__(self, arrays: dict[str, np.ndarray] | None = None, path: Path | None = None,
                  markers: list[dict] | None = None) -> None:
         self.path = path
         self._cols: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
         if arrays is None:
             with np.load(path, allow_pickle=False) as z:
                 names = set(z.files)
@@ -198,12 +199,15 @@ class Segment:
         self.subject_ids = arrays["subject_ids"]
         self.subject_digest = arrays["subject_digest"]
 
+    def columns(self, names) -> dict[str, np.ndarray]:
+        """The arrays ``names``, read in one pass over the file."""
+        if self.path is None:
+            return {k: self._cols[k] for k in names}
+        with np.load(self.path, allow_pickle=False) as z:
+            return {k: z[k] for k in names}
+
     def column(self, name: str) -> np.ndarray:
-        with self._lock:
-            if name not in self._cols:
-                with np.load(self.path, allow_pickle=False) as z:
-                    self._cols[name] = z[name]
-            return self._cols[name]
+        return self.columns([name])[name]
 
     def subjects_of(self, j: int) -> list[str]:
         return [s.decode() for s in self.subject_ids[self.subject_start[j]:self.subject_start[j + 1]].tolist()]
@@ -436,27 +440,30 @@ def concat(parts: list[tuple[Segment, int]], with_stats: bool = False,
         subj_ids.append(seg.subject_ids[u0:u1])
         digests.append(seg.subject_digest[u0:u1])
         if s1 > s0:
+            wanted = list(slice_columns) + ([] if id(seg) in table_offset else list(all_tables))
+            loaded = seg.columns(wanted)
             if id(seg) not in table_offset:
                 table_offset[id(seg)] = {}
                 for name in all_tables:
-                    t = seg.column(name)
+                    t = loaded[name]
                     table_offset[id(seg)][name] = table_len[name]
                     tables[name].append(t)
                     table_len[name] += t.shape[0]
             off = table_offset[id(seg)]
             for k, (dtype, _) in slice_columns.items():
-                c = seg.column(k)[s0:s1]
+                c = loaded[k][s0:s1]
                 if k == "subject":
                     c = c - u0 + n_subjects
                 elif k in table_of:
                     c = c + off[table_of[k]]
                 cols[k].append(c.astype(dtype, copy=False))
         if with_stats and "stats" in seg.names:
-            ss = seg.column("stats_subject")
+            sc = seg.columns(["stats_subject", "stats_view", "stats"])
+            ss = sc["stats_subject"]
             keep = (ss >= u0) & (ss < u1)
             st_subject.append(ss[keep] - u0 + n_subjects)
-            st_view.append(seg.column("stats_view")[keep])
-            st.append(seg.column("stats")[keep])
+            st_view.append(sc["stats_view"][keep])
+            st.append(sc["stats"][keep])
         n_subjects += u1 - u0
     out: dict[str, np.ndarray] = {"format": np.array(INDEX_FORMAT)}
     for k, v in part_cols.items():

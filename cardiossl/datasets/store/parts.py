@@ -90,19 +90,13 @@ def write_part(part_dir: Path, part_id: str, records: list[SubjectRecord], metas
     than the one this module creates goes through zarr-python instead.
     """
     import zarr
-    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
     G = grid_size
     ordered = [sorted(r.slices, key=lambda s: (VIEWS.index(s.view), s.frame, s.slice_index)) for r in records]
     n = sum(len(s) for s in ordered)
     shard = min(SHARD_SLICES, n)
     group = zarr.open_group(str(part_dir), mode="a", zarr_format=3)  # "w" would delete the lease
-    blosc = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
-    pixel_kw = dict(chunks=(1, G, G), shards=(shard, G, G), compressors=(blosc, Crc32cCodec()), fill_value=0)
-    image = _create_array(group, part_dir, "image", shape=(n, G, G), dtype="int16", **pixel_kw)
-    label = _create_array(group, part_dir, "label", shape=(n, G, G), dtype="uint8", **pixel_kw)
-    direct_image = _ChunkWriter.for_array(part_dir / "image")
-    direct_label = _ChunkWriter.for_array(part_dir / "label")
+    (image, direct_image), (label, direct_label) = pixel_arrays(group, part_dir, n, G, shard)
     meta_arrays = {k: np.zeros((n,) + shape, dtype=dtype) for k, (dtype, shape) in SLICE_ARRAYS.items()}
     pixel_crc = np.zeros((n, 2), np.uint32)  # crc32c of each slice's raw image and label bytes (digests)
     stats_all: dict[str, dict] = {}
@@ -146,6 +140,34 @@ def write_part(part_dir: Path, part_id: str, records: list[SubjectRecord], metas
                         direct.write_chunk(start // shard, buf[: row - start])
                     else:
                         arr()[start:row] = buf[: row - start]
+    for name, direct in (("image", direct_image), ("label", direct_label)):
+        if direct is None:  # zarr-python skips empty shards; a checked part has all
+            _fill_missing_chunks(part_dir / name)
+    return finish_part(group, part_dir, part_id, meta_arrays, pixel_crc, [r.subject_id for r in records], metas,
+                       stats_all, grid_size=G, spacing_mm=spacing_mm, shard=shard)
+
+
+def pixel_arrays(group, part_dir: Path, n: int, grid_size: int, shard: int):
+    """Create a part's image and label arrays; returns [(zarr array getter, direct writer or None)]."""
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    G = grid_size
+    blosc = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
+    pixel_kw = dict(chunks=(1, G, G), shards=(shard, G, G), compressors=(blosc, Crc32cCodec()), fill_value=0)
+    out = []
+    for name, dtype in (("image", "int16"), ("label", "uint8")):
+        arr = _create_array(group, part_dir, name, shape=(n, G, G), dtype=dtype, **pixel_kw)
+        out.append((arr, _ChunkWriter.for_array(part_dir / name)))
+    return out
+
+
+def finish_part(group, part_dir: Path, part_id: str, meta_arrays: dict[str, np.ndarray], pixel_crc: np.ndarray,
+                subjects: list[str], metas: dict, stats_all: dict, *, grid_size: int, spacing_mm: float,
+                shard: int) -> dict[str, np.ndarray]:
+    """Write a part's per-slice metadata arrays and attributes; return its index summary."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    n = int(meta_arrays["subject"].shape[0])
     for name, values in meta_arrays.items():
         arr = _create_array(
             group, part_dir, name, shape=values.shape, dtype=values.dtype,
@@ -159,14 +181,10 @@ def write_part(part_dir: Path, part_id: str, records: list[SubjectRecord], metas
         else:
             for i in range(0, n, direct.chunk_rows):
                 direct.write_chunk(i // direct.chunk_rows, values[i : i + direct.chunk_rows])
-    for name, direct in (("image", direct_image), ("label", direct_label)):
-        if direct is None:
-            _fill_missing_chunks(part_dir / name)
-    subjects = [r.subject_id for r in records]
     group.attrs[PART_ATTRS_KEY] = {
         "part_id": part_id,
         "schema_version": SCHEMA_VERSION,
-        "grid_size": G,
+        "grid_size": grid_size,
         "spacing_mm": spacing_mm,
         "n_slices": n,
         "shard_slices": shard,

@@ -96,7 +96,8 @@ def info_command(
         f"[bold]{summary['path']}[/]: cohort store schema v{summary['schema_version']}, grid "
         f"{summary['grid_size']}x{summary['grid_size']} px at {summary['spacing_mm']} mm; "
         f"{summary['subjects']} subjects, {summary['slices']} slices in {summary['parts']} parts, "
-        f"{summary['labelled_subjects']} labelled subjects ({summary['labelled_slices']} labelled slices)",
+        f"{summary['labelled_subjects']} labelled subjects ({summary['labelled_slices']} labelled slices); "
+        f"content hash {summary['content_hash'][:16]}",
         highlight=False,
     )
     table = Table(title="per view")
