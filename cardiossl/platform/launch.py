@@ -12,6 +12,11 @@ Runs three ways, one code path:
 The MLflow run is created here, before any worker starts, and its id is handed to rank 0: a
 failed worker group restarts into the same run (FailureConfig), and a re-submitted job with the
 same ``checkpoint.run_name`` resumes both the Ray Train run and the MLflow run.
+
+The cohort store is read here once, as a snapshot (its committed parts, subjects and content hash):
+the split is computed from it, and both go to every worker, into every checkpoint, into the run
+record and into MLflow as the run's dataset input. Nothing committed to the store later reaches
+the run; a resume whose store has changed is refused unless ``checkpoint.allow_new_snapshot``.
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ def _write_record(storage_path: str, run_name: str, record: dict) -> None:
         f.write(json.dumps(record, indent=1).encode())
 
 
-def cohort_fingerprint(store: str) -> dict:
+def open_cohort(store: str):
+    """The job's CohortStore (local or shared-filesystem path)."""
     from cardiossl.datasets.store import CohortStore
 
     from .config import is_uri
@@ -76,10 +82,51 @@ def cohort_fingerprint(store: str) -> dict:
             f"cohort.store: {store!r}: CohortStore reads local or shared-filesystem paths; mount the "
             "store on every node (NFS, Lustre, a FUSE mount of the bucket) and give its absolute path"
         )
-    st = CohortStore(store[len("file://"):] if store.startswith("file://") else store)
-    # The data's identity, not its location (the same cohort copied elsewhere hashes the same).
-    # Never written here: the store may be shared and read-only.
-    return dict(st.fingerprint or st.compute_fingerprint())
+    return CohortStore(store[len("file://"):] if store.startswith("file://") else store)
+
+
+def cohort_fingerprint(store: str, snapshot=None) -> dict:
+    """The fingerprint of the store's data (of ``snapshot``, else as it is now): the stored one when
+    it is current, else computed. Never written here: the store may be shared and read-only."""
+    st = open_cohort(store)
+    return dict(st.current_fingerprint(snapshot)[0])
+
+
+def pretrain_identity(job: PretrainJob, snapshot=None) -> dict[str, str]:
+    """The tags that identify a pretrained model: the config hash (with the data) and the cohort's
+    content hash. ``snapshot``: the cohort as the run read it (default: the store as it is now)."""
+    from .tracking import fingerprint_hash
+
+    snapshot = snapshot or open_cohort(job.cohort.store).snapshot()
+    return {"config_hash": job.hash(snapshot.content_hash),
+            "cohort_fingerprint": fingerprint_hash({"content_hash": snapshot.content_hash})}
+
+
+def _resume_snapshot(job: PretrainJob, record: dict, live, run_name: str, storage: str):
+    """The snapshot a resumed run continues on: its own, unless the store changed and the job allows it."""
+    from cardiossl.datasets.store import Snapshot
+
+    if "snapshot" not in record or "job_hash" not in record:
+        raise ConfigError(
+            f"checkpoint.run_name: {run_name!r} under {storage} was started by a cardiossl that did not pin "
+            "its cohort snapshot; choose a new run_name to start fresh"
+        )
+    if record["job_hash"] != job.hash():
+        raise ConfigError(
+            f"checkpoint.run_name: {run_name!r} under {storage} was started with another config "
+            f"(hash {record['job_hash']}, this one {job.hash()}); choose a new run_name to start fresh"
+        )
+    pinned = Snapshot.from_dict(record["snapshot"])
+    if pinned.content_hash == live.content_hash:
+        return pinned, record.get("splits")
+    if not job.checkpoint.allow_new_snapshot:
+        raise ConfigError(
+            f"checkpoint.run_name: {run_name!r} started on cohort snapshot {pinned.content_hash[:16]}; the store "
+            f"now holds {live.content_hash[:16]} ({live.difference(pinned)}). Resuming would train on other "
+            "data under the same run: choose a new run_name, or resume on the new data with "
+            "--set checkpoint.allow_new_snapshot=true (cardiossl pretrain --allow-new-snapshot)"
+        )
+    return live, None
 
 
 def _init_ray(address: str | None) -> None:
@@ -133,34 +180,51 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     if not isinstance(job, PretrainJob):
         raise ConfigError(f"kind: {job.kind!r} jobs are not pretraining jobs; use the matching command")
 
-    fingerprint = cohort_fingerprint(job.cohort.store)
-    fp_hash = tracking.fingerprint_hash(fingerprint)
+    from .training import split_cohort
+
+    store = open_cohort(job.cohort.store)
+    snapshot = store.snapshot()  # the one read of the store's state for this run
     commit = tracking.git_commit()
-    cfg_hash = job.hash()
     storage = job.checkpoint.storage_path
     uri = job.mlflow.tracking_uri
 
     run_name = job.checkpoint.run_name
     record = _read_record(storage, run_name) if run_name else None
+    splits = None
     if record is not None:
-        if record.get("config_hash") != cfg_hash:
-            raise ConfigError(
-                f"checkpoint.run_name: {run_name!r} under {storage} was started with another config "
-                f"(hash {record.get('config_hash')}, this one {cfg_hash}); choose a new run_name to start fresh"
-            )
+        snapshot, splits = _resume_snapshot(job, record, snapshot, run_name, storage)
+    splits = splits or split_cohort(job, snapshot)
+    fingerprint = dict(store.current_fingerprint(snapshot)[0])
+    fp_hash = tracking.fingerprint_hash(fingerprint)
+    cfg_hash = job.hash(snapshot.content_hash)
+    new_record = {"config_hash": cfg_hash, "job_hash": job.hash(), "tracking_uri": uri,
+                  "snapshot": snapshot.to_dict(), "splits": splits}
+    if record is not None:
         run_id = record["run_id"]
         say(f"cardiossl: resuming Ray Train run {run_name} and MLflow run {run_id}")
         tracking.mlflow_client(uri).update_run(run_id, status="RUNNING")
+        if record["snapshot"]["content_hash"] != snapshot.content_hash:  # allowed by the job: say so everywhere
+            driver_tracker = tracking.MlflowTracker(run_id, uri)
+            driver_tracker.set_tags({"cohort_fingerprint": fp_hash, "config_hash": cfg_hash,
+                                     "cohort_snapshot": snapshot.content_hash})
+            tracking.log_snapshot_input(driver_tracker, snapshot, context="training-resumed")
+            _write_record(storage, run_name, {**record, **new_record, "resumed_on_new_snapshot": time.time()})
+            say(f"cardiossl: continuing on the store's new snapshot {snapshot.content_hash[:16]} (allowed)")
     else:
         run_name = run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
         tags = {"pretext": job.pretext.name, "cohort_fingerprint": fp_hash, "config_hash": cfg_hash,
-                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind}
+                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind,
+                "cohort_snapshot": snapshot.content_hash, "cohort_subjects": str(len(snapshot.subject_ids))}
         run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or run_name, tags,
                                      artifact_location=job.mlflow.artifact_location)
         driver_tracker = tracking.MlflowTracker(run_id, uri)
         tracking.log_job_record(driver_tracker, job, fingerprint)
-        _write_record(storage, run_name, {"run_id": run_id, "config_hash": cfg_hash, "tracking_uri": uri,
-                                          "created": time.time()})
+        tracking.log_snapshot_input(driver_tracker, snapshot)
+        driver_tracker.log_dict({"snapshot": snapshot.to_dict(), "splits": splits}, "cohort/snapshot.json")
+        _write_record(storage, run_name, {"run_id": run_id, **new_record, "created": time.time()})
+    say(f"cardiossl: cohort snapshot {snapshot.content_hash[:16]}: {len(snapshot.parts)} parts, "
+        f"{len(snapshot.subject_ids)} subjects (train {len(splits['train'])}, val {len(splits['val'])}, "
+        f"test {len(splits['test'])})")
     run_dir = f"{storage.rstrip('/')}/{run_name}"
     say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
     say(f"cardiossl: checkpoints under {run_dir}")
@@ -169,7 +233,8 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     sc = job.scaling
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"job": job.to_dict(), "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir},
+        train_loop_config={"job": job.to_dict(), "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir,
+                           "snapshot": snapshot.to_dict(), "splits": splits},
         torch_config=TorchConfig(backend=sc.torch_backend()),
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=sc.ray_resources(),
@@ -228,20 +293,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field, validated like the file (repeatable): --set optim.lr=3e-4")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
     p.add_argument("--no-register", action="store_true", help="do not register the encoder")
+    p.add_argument("--allow-new-snapshot", action="store_true",
+                   help="resume checkpoint.run_name although the cohort store changed since it started")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    overrides = args.overrides + (["checkpoint.allow_new_snapshot=true"] if args.allow_new_snapshot else [])
     try:
-        job = load_job(args.job, args.overrides)
+        job = load_job(args.job, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not isinstance(job, PretrainJob):
         print(f"error: {args.job}: kind {job.kind!r} is not run by this launcher", file=sys.stderr)
         return 2
-    res = launch(job, address=args.address, register=not args.no_register)
+    try:
+        res = launch(job, address=args.address, register=not args.no_register)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"run_id": res.run_id, "run_name": res.run_name, "model_version": res.model_version,
                       "tracking_uri": res.tracking_uri, "storage": f"{res.storage_path}/{res.run_name}"}))
     return 0

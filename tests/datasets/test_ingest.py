@@ -381,6 +381,26 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     assert reference.scheduler == "sync"  # and the killed one ran in a dask process pool
 
 
+def test_a_reingest_that_adds_nothing_leaves_the_fingerprint_and_its_hash_unchanged(tmp_path):
+    """Defect 7: the fingerprint held ``updated_at``, so its hash changed on every ingest and a
+    registered encoder was never found again by it."""
+    from cardiossl.platform.tracking import fingerprint_hash
+
+    src = tmp_path / "src"
+    acdc_cohort(src, [1, 2])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    first = CohortStore(tmp_path / "store").fingerprint
+    time.sleep(1.1)  # a later second
+    again = ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert again.ingested == [] and sorted(again.already_present) == ["patient001", "patient002"]
+    second = CohortStore(tmp_path / "store").fingerprint
+    assert second == first and "updated_at" not in second
+    assert fingerprint_hash(second) == fingerprint_hash(first) == second["content_hash"][:16]
+    acdc_cohort(src, [3])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert fingerprint_hash(CohortStore(tmp_path / "store").fingerprint) != fingerprint_hash(first)
+
+
 DYING_INGEST = textwrap.dedent(
     """
     import sys

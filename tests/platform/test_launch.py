@@ -64,6 +64,15 @@ def test_ray_job_submit_runs_the_executable_yaml_and_registers_the_encoder(ray_c
     assert mv.run_id == rid
     for tag in ("pretext", "cohort_fingerprint", "config_hash", "git_commit"):
         assert mv.tags.get(tag), tag
+    # the cohort snapshot the driver took is the run's dataset input, its digest the content hash
+    from cardiossl.datasets.store import CohortStore
+
+    snap = CohortStore(tiny_store).snapshot()
+    inputs = client.get_run(rid).inputs.dataset_inputs
+    assert [i.dataset.digest for i in inputs] == [snap.content_hash[:32]]
+    assert json.loads(inputs[0].dataset.profile)["content_hash"] == snap.content_hash
+    assert run.data.tags["cohort_snapshot"] == snap.content_hash
+    assert mv.tags["cohort_fingerprint"] == run.data.tags["cohort_fingerprint"] == snap.content_hash[:16]
     assert mv.tags["pretext"] == "position" and mv.tags["decoder_trained"] == "true"
 
     from cardiossl.platform.tracking import load_pretrained

@@ -42,6 +42,11 @@ class CheckpointSpec(StrictModel):
         description="Ray Train run name; an existing one under storage_path is resumed (same MLflow run)",
     )
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = unlimited")
+    allow_new_snapshot: bool = Field(
+        False,
+        description="resume run_name although the cohort store changed since it started (it then continues "
+        "on the store as it is now, with a new split); by default such a resume is refused",
+    )
 
     @field_validator("storage_path")
     @classmethod

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import tracking
 from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, is_model_ref, load_job
-from ..launch import cohort_fingerprint, launch
+from ..launch import launch
+from ..launch import pretrain_identity as launch_identity
 from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
 from .finetune import finetune
 from .init import resolve_init
@@ -98,9 +98,9 @@ def ensure_pretrained(job: BenchmarkJob, init: str, job_dir: Path | None = None,
 
 
 def pretrain_identity(pjob) -> dict[str, str]:
-    """The tags that make a registered pretrained model reusable: config hash + cohort fingerprint."""
-    return {"config_hash": pjob.hash(),
-            "cohort_fingerprint": tracking.fingerprint_hash(cohort_fingerprint(pjob.cohort.store))}
+    """The tags that make a registered pretrained model reusable: config hash (with the cohort's
+    content) + cohort fingerprint, as ``launch`` writes them."""
+    return launch_identity(pjob)
 
 
 def find_matching_pretrained(pjob) -> str | None:

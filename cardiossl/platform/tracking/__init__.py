@@ -13,6 +13,7 @@ from .runs import (
     finish_run,
     git_commit,
     log_job_record,
+    log_snapshot_input,
     mlflow_client,
 )
 from .trackers import MAX_PARAM_LEN, MlflowTracker, NullTracker, make_tracker
@@ -35,7 +36,7 @@ __all__ = [
     "ARTIFACT_PATH", "FORMAT_VERSION", "MAX_PARAM_LEN", "N_CLASSES", "SEGMENTER_FORMAT", "SEGMENTER_SPEC",
     "SEGMENTER_WEIGHTS", "MlflowTracker", "ModelLoadError", "NullTracker", "build_segmenter", "create_run",
     "default_artifact_location", "fingerprint_hash", "finish_run", "git_commit", "load_pretrained",
-    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker", "mlflow_client",
+    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "log_snapshot_input", "make_tracker", "mlflow_client",
     "register_pretrained", "register_segmenter", "resolve_model_dir", "save_pretrained", "save_segmenter",
     "segmenter_from_state",
 ]

@@ -83,6 +83,29 @@ def git_commit(search_from: str | os.PathLike | None = None) -> str:
 
 
 def fingerprint_hash(fingerprint: dict) -> str:
+    """The cohort's identity for tags: its content hash (the same data gives the same hash, however
+    and whenever it was ingested); for a fingerprint from before content hashes, a hash of its
+    content without the time it was written."""
+    if fingerprint.get("content_hash"):
+        return str(fingerprint["content_hash"])[:16]
     import hashlib
 
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    data = {k: v for k, v in fingerprint.items() if k not in ("updated_at", "parts")}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def log_snapshot_input(tracker, snapshot, context: str = "training") -> None:
+    """The cohort snapshot as the run's MLflow dataset input: digest = the content hash (its first 32
+    hex digits, the length MLflow stores), source = the store, profile = counts and the full hash."""
+    if not getattr(tracker, "active", False):
+        return
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=f"cohort:{Path(snapshot.store).name}",
+        digest=snapshot.content_hash[:32],
+        source_type="local",
+        source=json.dumps({"uri": snapshot.store}),
+        profile=json.dumps(snapshot.summary()),
+    )
+    tracker.client.log_inputs(tracker.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])

@@ -39,7 +39,9 @@ def _draw_prediction(ax, pretext, sample: dict, output) -> None:
 
 
 def prediction_figure(job, result, n_slices: int = 4):
-    """Rows: validation slices; columns: the pretext target (its own ``draw``) and the prediction."""
+    """Rows: validation slices; columns: the pretext target (its own ``draw``) and the prediction.
+
+    Read from the run's own snapshot and split (``result``), never from the store as it is now."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,9 +52,9 @@ def prediction_figure(job, result, n_slices: int = 4):
     from .collate import collate, to_device
     from .data import make_dataset, split_cohort
 
-    splits = split_cohort(job)
+    splits = result.splits or split_cohort(job, result.snapshot)
     subjects = splits["val"] or splits["train"]
-    ds = make_dataset(job, subjects, result.pretext, train=False)
+    ds = make_dataset(job, subjects, result.pretext, train=False, snapshot=result.snapshot)
     if len(ds) == 0:
         return None
     idx = np.linspace(0, len(ds) - 1, num=min(n_slices, len(ds))).round().astype(int)

@@ -62,6 +62,8 @@ class TrainResult:
     model: PretextModel
     pretext: Any
     resumed_from: int | None = None
+    snapshot: Any = None  # the cohort snapshot trained on
+    splits: dict | None = None  # its subject split
 
 
 def _maybe_fail(job, session: Session, step: int) -> None:
@@ -85,9 +87,14 @@ def run_pretraining(
     tracker=None,
     *,
     on_step: Callable[[int, dict], None] | None = None,
+    snapshot=None,
+    splits: dict | None = None,
 ) -> TrainResult:
     """Train ``job`` on this worker. ``tracker`` (rank 0 only) receives metrics after each
-    checkpoint commit; other ranks pass None."""
+    checkpoint commit; other ranks pass None. ``snapshot`` and ``splits``: the cohort snapshot and
+    split the driver took (every rank gets the same); without them, a snapshot of the store now."""
+    from cardiossl.datasets.store import CohortStore, Snapshot
+
     tracker = tracker if tracker is not None else NullTracker()
     rank, world = session.world_rank, session.world_size
     device = session.device
@@ -104,8 +111,12 @@ def run_pretraining(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    splits = split_cohort(job)
-    train_ds = make_dataset(job, splits["train"], pretext, train=True, rank=rank)
+    if isinstance(snapshot, dict):
+        snapshot = Snapshot.from_dict(snapshot)
+    snapshot = snapshot or CohortStore(job.cohort.store).snapshot()
+    splits = splits or split_cohort(job, snapshot)
+    data_hash = job.hash(snapshot.content_hash)
+    train_ds = make_dataset(job, splits["train"], pretext, train=True, rank=rank, snapshot=snapshot)
     train_sampler = make_sampler(train_ds, job, session, shuffle=True, drop_last=True)
     batches_per_epoch = len(train_sampler) // job.batch_size
     if batches_per_epoch == 0:
@@ -116,7 +127,7 @@ def run_pretraining(
     total = job.steps if job.steps is not None else job.epochs * batches_per_epoch
     val_loader = None
     if splits["val"]:
-        val_ds = make_dataset(job, splits["val"], pretext, train=False)
+        val_ds = make_dataset(job, splits["val"], pretext, train=False, snapshot=snapshot)
         val_sampler = make_sampler(val_ds, job, session, shuffle=False, drop_last=False)
         val_loader = make_loader(val_ds, val_sampler, job.validation.batch_size or job.batch_size, job,
                                  device, drop_last=False)
@@ -130,10 +141,17 @@ def run_pretraining(
     with session.latest_checkpoint() as ckpt_dir:
         if ckpt_dir is not None:
             state = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
-            if state.get("config_hash") not in (None, job.hash()):
+            if state.get("job_hash") != job.hash():
                 raise ValueError(
                     f"checkpoint in {ckpt_dir} was written by a different config "
-                    f"({state.get('config_hash')} != {job.hash()}); use a new checkpoint.run_name"
+                    f"({state.get('job_hash')} != {job.hash()}); use a new checkpoint.run_name"
+                )
+            pinned = (state.get("snapshot") or {}).get("content_hash")
+            if pinned != snapshot.content_hash and not job.checkpoint.allow_new_snapshot:
+                raise ValueError(
+                    f"checkpoint in {ckpt_dir} was trained on cohort snapshot {str(pinned)[:16]}, this run reads "
+                    f"{snapshot.content_hash[:16]}: the store changed. Use a new checkpoint.run_name, or "
+                    "checkpoint.allow_new_snapshot=true to continue on the new data"
                 )
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
             pending = MetricBuffer.from_json(state.get("pending_metrics"))
@@ -167,8 +185,9 @@ def run_pretraining(
             if rank == 0:
                 save_checkpoint(tmp, model, optimizer, scheduler, {
                     "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-                    "pending_metrics": pending.to_json(), "config_hash": job.hash(),
+                    "pending_metrics": pending.to_json(), "config_hash": data_hash, "job_hash": job.hash(),
                     "world_size": world, "total_steps": total,
+                    "snapshot": snapshot.to_dict(), "splits": splits,
                 })
                 ckpt = tmp
             session.report({"step": step, "epoch": epoch, **last_train,
@@ -238,7 +257,7 @@ def run_pretraining(
     if rank == 0 and last_val:
         pending.add(step, {f"val/{k}": v for k, v in last_val.items()})
     checkpoint_now()
-    return TrainResult(step, last_train, last_val, model, pretext, resumed_from)
+    return TrainResult(step, last_train, last_val, model, pretext, resumed_from, snapshot, splits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +266,8 @@ def run_pretraining(
 def ray_train_loop(config: dict) -> None:
     """``TorchTrainer(train_loop_per_worker=ray_train_loop, train_loop_config={...})``.
 
-    config: job (resolved dict), run_id, tracking_uri, run_dir."""
+    config: job (resolved dict), run_id, tracking_uri, run_dir, and the cohort snapshot and split the
+    driver took (every rank reads the same parts and subjects, whatever is committed meanwhile)."""
     job = load_job_dict(config["job"])
     session = RaySession(run_dir=config.get("run_dir"))
     tracker = make_tracker(
@@ -261,7 +281,7 @@ def ray_train_loop(config: dict) -> None:
         nodes = _gather_nodes(session)  # a collective: every rank calls it
         if session.world_rank == 0:
             tracker.set_tags({"worker_nodes": json.dumps(nodes), "num_nodes": str(len(set(nodes)))})
-        result = run_pretraining(job, session, tracker)
+        result = run_pretraining(job, session, tracker, snapshot=config.get("snapshot"), splits=config.get("splits"))
         if session.world_rank == 0:
             log_training_outputs(tracker, job, result)
     finally:

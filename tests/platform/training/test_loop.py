@@ -144,3 +144,71 @@ def test_a_pretext_that_refuses_every_slice_says_why(tiny_store, tmp_path):
     with pytest.raises(ValueError, match=r"none of the \d+ slices .* gets a target \(no QC estimate \(run cardiossl "
                                          r"cohort qc\): \d+\).*cardiossl cohort info"):
         run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
+
+
+# ---- every rank reads the driver's snapshot, whatever is committed meanwhile -----------------------
+
+
+class _Rank(LocalSession):
+    def __init__(self, run_dir, rank: int, world: int = 2) -> None:
+        super().__init__(run_dir)
+        self.world_rank, self.world_size = rank, world
+
+
+def _growing_store(tiny_store, tmp_path):
+    import shutil
+
+    path = tmp_path / "cohort.zarr"
+    shutil.copytree(tiny_store, path)
+    return path
+
+
+def _ingest_more(path, n: int = 4):
+    from cardiossl.datasets.store import CohortStore
+    from cardiossl.datasets.synthetic import synth_subject
+
+    CohortStore(path).write_subjects([synth_subject(f"late{i:03d}", 7, n_frames=2, n_sub=1) for i in range(n)])
+
+
+def test_ranks_train_on_the_driver_snapshot_while_an_ingest_commits(tiny_store, tmp_path):
+    """Defect 1: each rank split the live store; an ingest between two ranks' starts gave them other
+    subject sets (in epochs mode other step totals: the collectives hang)."""
+    from cardiossl.datasets.store import CohortStore
+    from cardiossl.platform.training import prediction_figure
+
+    store = _growing_store(tiny_store, tmp_path)
+    job = job_for(store, tmp_path, "rotation", steps="null", epochs=1, batch_size=4)
+    snapshot = CohortStore(store).snapshot()  # the driver's, before any worker starts
+    splits = split_cohort(job, snapshot)
+    r0 = run_pretraining(job, _Rank(tmp_path / "r0", 0), MemoryTracker(), snapshot=snapshot, splits=splits)
+    _ingest_more(store)  # committed while the run is going on
+    r1 = run_pretraining(job, _Rank(tmp_path / "r1", 1), None, snapshot=snapshot, splits=splits)
+    assert r0.step == r1.step and r0.splits == r1.splits == splits
+    assert not any(s.startswith("late") for part in r1.splits.values() for s in part)
+    # what happened before: a rank that looked at the store itself saw other subjects and other totals
+    live = run_pretraining(job, _Rank(tmp_path / "r2", 1), None)
+    assert live.step != r1.step and any(s.startswith("late") for s in live.splits["train"] + live.splits["val"])
+    # the checkpoint records the snapshot and split; the figure draws the run's own validation subjects
+    import json
+
+    ckpt = sorted((tmp_path / "r0").glob("checkpoint_*"))[-1]  # rank 0 writes them
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["snapshot"]["content_hash"] == snapshot.content_hash and state["splits"] == splits
+    fig = prediction_figure(job, r1, 3)
+    titles = [ax.get_title().split()[0] for ax in fig.axes[::2]]
+    assert titles and set(titles) <= set(splits["val"])
+
+
+def test_resume_refuses_a_store_that_changed_unless_told(tiny_store, tmp_path):
+    store = _growing_store(tiny_store, tmp_path)
+    session = LocalSession(tmp_path / "run")
+    with pytest.raises(InjectedFault):  # a run that fails after its step-4 checkpoint
+        run_pretraining(job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2, "debug.fail_at_step": 5}),
+                        session, MemoryTracker())
+    _ingest_more(store, 2)
+    with pytest.raises(ValueError, match="store changed"):
+        run_pretraining(job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2}), session, MemoryTracker())
+    job = job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2, "checkpoint.allow_new_snapshot": "true"})
+    res = run_pretraining(job, session, MemoryTracker())
+    assert res.resumed_from == 4 and res.step == 6
+    assert any(s.startswith("late") for part in res.splits.values() for s in part)
