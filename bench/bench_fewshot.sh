@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-bench}"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 unset RAY_ADDRESS  # a local Ray instance with 2 CPUs, stopped when the study ends
 BIN="${CARDIOSSL_BIN:-.venv/bin}"

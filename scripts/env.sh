@@ -25,5 +25,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" >"$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# Ray token authentication, on: the clusters started from this environment and the clients that talk
+# to them (ray job submit, cardiossl pretrain) share the token Ray keeps in ~/.ray/auth_token (or
+# RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH), generated here once. Opting out, on an isolated machine
+# only: `export RAY_AUTH_MODE=disabled` before sourcing this file (docs/training.md).
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+if [ "$RAY_AUTH_MODE" = token ] && [ -z "${RAY_AUTH_TOKEN:-}" ] && [ -z "${RAY_AUTH_TOKEN_PATH:-}" ] \
+        && [ ! -s "$HOME/.ray/auth_token" ]; then
+    echo "[cardiossl] generating a Ray authentication token in ~/.ray/auth_token"
+    "$VENV/bin/ray" get-auth-token --generate >/dev/null
+fi
 export RAY_USAGE_STATS_ENABLED=0

@@ -129,12 +129,45 @@ def _resume_snapshot(job: PretrainJob, record: dict, live, run_name: str, storag
     return live, None
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be reached or refuses this client (its token, most often)."""
+
+
 def _init_ray(address: str | None) -> None:
     import ray
+    from ray.exceptions import RayError
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        _connect_ray(address)
+    except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if _ray_token_available():
+            hint = "check the address, that the cluster is running and that it uses this client's Ray token"
+        else:
+            hint = ("this client has no Ray token, and clusters with token authentication (the default) refuse "
+                    "it: give it the cluster's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, "
+                    "with RAY_AUTH_MODE=token; docs/training.md)")
+        raise ClusterError(f"cannot join the Ray cluster at {address or os.environ.get('RAY_ADDRESS') or 'local'}: "
+                           f"{hint} ({first})") from None
+
+
+def _ray_token_available() -> bool:
+    """Whether this process would present a Ray token (Ray's own lookup order)."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return False
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return os.path.isfile(path) if path else os.path.isfile(os.path.expanduser("~/.ray/auth_token"))
+
+
+def _connect_ray(address: str | None) -> None:
+    import ray
+
+    # Token authentication stays as Ray decides it (RAY_AUTH_MODE, RAY_AUTH_TOKEN(_PATH), ~/.ray/auth_token):
+    # a local instance started here gets a generated token, a cluster with tokens needs ours.
     address = address or os.environ.get("RAY_ADDRESS")
     # The job's code travels with the workers: in a `ray job submit --working-dir` job the runtime
     # env is inherited; started from a checkout, ship nothing (workers import the installed package).
@@ -194,6 +227,7 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     if record is not None:
         snapshot, splits = _resume_snapshot(job, record, snapshot, run_name, storage)
     splits = splits or split_cohort(job, snapshot)
+    _init_ray(address)  # before anything is written: a cluster that refuses us leaves no run behind
     fingerprint = dict(store.current_fingerprint(snapshot)[0])
     fp_hash = tracking.fingerprint_hash(fingerprint)
     cfg_hash = job.hash(snapshot.content_hash)
@@ -229,7 +263,6 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
     say(f"cardiossl: checkpoints under {run_dir}")
 
-    _init_ray(address)
     sc = job.scaling
     trainer = TorchTrainer(
         ray_train_loop,
@@ -311,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         res = launch(job, address=args.address, register=not args.no_register)
-    except ConfigError as exc:
+    except (ConfigError, ClusterError, ValueError) as exc:  # ValueError: StoreError, SplitError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"run_id": res.run_id, "run_name": res.run_name, "model_version": res.model_version,

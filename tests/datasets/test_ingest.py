@@ -443,8 +443,7 @@ def test_a_worker_process_that_dies_costs_only_the_subject_it_was_reading(tmp_pa
 
 
 @pytest.mark.ray
-def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster):
     src = tmp_path / "src"
     acdc_cohort(src, [1, 2, 3, 4, 5])
     truncate(src / "patient004" / "patient004_frame01.nii.gz")

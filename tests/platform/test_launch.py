@@ -144,3 +144,60 @@ def test_two_node_cluster_places_workers_on_both_nodes_and_resumes(ray_cluster, 
     assert len(nodes) == 2 and len(set(nodes)) == 2, nodes
     assert "InjectedFault" in logs
     assert steps_of(client, run.info.run_id, "train/loss") == list(range(1, 9))
+
+
+def test_the_cluster_uses_token_authentication_and_refuses_clients_without_the_token(ray_cluster, tiny_store,
+                                                                                     tmp_path, mlflow_server):
+    """Defect 5: every local cluster the project started was unauthenticated (RAY_AUTH_MODE=disabled)."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from conftest import ray_token
+
+    ray = str(VENV_BIN / "ray")
+    ok = subprocess.run([ray, "job", "list", f"--address={ray_cluster.dashboard_url}"], env=ray_cluster.env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    no_token = {k: v for k, v in ray_cluster.env.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    for env in (dict(no_token, RAY_AUTH_MODE="disabled"), dict(no_token, RAY_AUTH_TOKEN="0" * 64)):
+        out = subprocess.run([ray, "job", "list", f"--address={ray_cluster.dashboard_url}"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode != 0 and "token" in (out.stdout + out.stderr).lower()
+    for headers, code in (({}, 401), ({"Authorization": "Bearer " + "0" * 64}, 403)):
+        request = urllib.request.Request(f"{ray_cluster.dashboard_url}/api/jobs/", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request, timeout=30)
+        assert info.value.code == code
+    request = urllib.request.Request(f"{ray_cluster.dashboard_url}/api/jobs/",
+                                     headers={"Authorization": f"Bearer {ray_token()}"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200
+
+    # `cardiossl pretrain --address` without the token: refused with a clear error, nothing recorded
+    sets = tiny_pretrain_overrides(tiny_store, tmp_path, **{"mlflow.experiment": "refused"})
+    cmd = [str(VENV_BIN / "cardiossl"), "pretrain", "jobs/pretrain_position.yaml", "--address",
+           ray_cluster.gcs_address] + [a for s in sets for a in ("--set", s)]
+    bare = {k: v for k, v in no_token.items() if k != "RAY_AUTH_MODE"}
+    bare["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
+    out = subprocess.run(cmd, cwd=REPO, env=bare, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2, (out.stdout + out.stderr)[-3000:]
+    assert "no Ray token" in out.stderr and "token authentication" in out.stderr
+    assert "Traceback" not in out.stderr.split("error: cannot join")[-1]
+    assert not (tmp_path / "mlflow.db").exists() or one_run_count(f"sqlite:///{tmp_path / 'mlflow.db'}", "refused") == 0
+
+    # the MLflow server of the tests listens on the loopback interface only
+    import psutil
+
+    procs = [psutil.Process(mlflow_server.proc.pid)] + psutil.Process(mlflow_server.proc.pid).children(recursive=True)
+    listening = {c.laddr.ip for p in procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+    assert listening == {"127.0.0.1"}, listening
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+
+
+def one_run_count(uri: str, experiment: str) -> int:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri, registry_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return 0 if exp is None else len(client.search_runs([exp.experiment_id]))

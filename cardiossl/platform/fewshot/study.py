@@ -145,7 +145,6 @@ def _connect_ray(cfg: StudyRay):
 
     if ray.is_initialized():
         return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
