@@ -359,9 +359,9 @@ def _merge(store_path: Path, entries: list[dict], level: int, listing: set[str])
     return {"file": f"{INDEX_DIR}/{path.name}", "level": level, "markers": None}
 
 
-def update_index(store_path: Path, part_id: str, marker: dict) -> None:
-    """Add a just-committed part to the index (and any committed part it missed), then merge
-    ``FANOUT`` entries of a level into one of the next. Call under the store lock."""
+def update_index(store_path: Path, part_id: str | None = None, marker: dict | None = None) -> None:
+    """Add a just-committed part to the index (and any committed part it missed: with no part given,
+    only those), then merge ``FANOUT`` entries of a level into one of the next. Call under the store lock."""
     store_path = Path(store_path)
     (store_path / INDEX_DIR).mkdir(exist_ok=True)
     manifest = read_manifest(store_path)
@@ -374,7 +374,7 @@ def update_index(store_path: Path, part_id: str, marker: dict) -> None:
             continue
         entries.append(e)
         covered.update(seg.part_ids)
-    for pid in sorted(listing - covered - {part_id}) + [part_id]:  # repair, then the new part
+    for pid in sorted(listing - covered - {part_id}) + ([part_id] if part_id else []):  # repair, then the new part
         m = marker if pid == part_id else read_marker(store_path, pid)
         rec = marker_record(m)
         if int(m.get("n_slices", 0)) == 0:
@@ -395,7 +395,7 @@ def update_index(store_path: Path, part_id: str, marker: dict) -> None:
             break
         lv = full[0]
         idx = levels[lv][:FANOUT]
-        merged = _merge(store_path, [entries[i] for i in idx], lv + 1, listing | {part_id})
+        merged = _merge(store_path, [entries[i] for i in idx], lv + 1, listing | ({part_id} if part_id else set()))
         obsolete += [entries[i]["file"] for i in idx if (entries[i].get("file") or "").startswith(INDEX_DIR + "/")]
         entries = entries[: idx[0]] + [merged] + [e for i, e in enumerate(entries) if i > idx[0] and i not in idx]
     tmp = store_path / INDEX_DIR / f".{MANIFEST}.tmp-{uuid.uuid4().hex[:8]}"

@@ -162,9 +162,16 @@ class GcReport:
 def collect_garbage(store, *, min_lease_s: float = 0.0, dry_run: bool = False) -> GcReport:
     """Remove what no live part needs: uncommitted parts whose writer's lease has lapsed (never one
     being written, on any machine), parts replaced by ``remove_subjects`` (snapshots taken before
-    that removal cannot be read after this) and index segments the manifest no longer lists."""
+    that removal cannot be read after this) and index segments the manifest no longer lists; and
+    index the committed parts the index misses."""
     report = GcReport(dry_run=dry_run)
     view = store.view()
+    if view.unindexed and not dry_run:  # committed parts the index misses (version 1 parts, interrupted commits)
+        from .durable import flock
+
+        with flock(store.path / ".lock"):
+            index.update_index(store.path)
+        view = store.view()
     report.uncommitted = parts.collect_uncommitted(store.path, set(view.markers), min_lease_s, dry_run)
     for pid in sorted(view.retired & set(view.markers)):
         report.retired.append(pid)
