@@ -118,14 +118,19 @@ def plugin_path(tmp_path_factory):
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "cardiossl_invert_plugin.py").write_text(PLUGIN_SOURCE)
     target = tmp_path_factory.mktemp("plugin-site")
+    install(src, target)
+    assert list(target.glob("cardiossl_invert_plugin-0.0.1.dist-info/entry_points.txt"))
+    return target
+
+
+def install(src, target) -> None:
+    """pip-install the package in ``src`` into the folder ``target`` (offline, no dependencies)."""
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", "--quiet", "--target", str(target), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
-    assert list(target.glob("cardiossl_invert_plugin-0.0.1.dist-info/entry_points.txt"))
-    return target
 
 
 def run(args, plugin_path, timeout=180):
@@ -201,12 +206,7 @@ def broken_path(tmp_path_factory, plugin_path):
     (src / "pyproject.toml").write_text(BROKEN_PYPROJECT)
     (src / "cardiossl_broken_plugin.py").write_text("raise ImportError('needs libjigsaw.so, not installed')\n")
     (src / "cardiossl_broken_ok.py").write_text("VALUE = 1\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(plugin_path), str(src)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
+    install(src, plugin_path)
     yield plugin_path
     for p in plugin_path.glob("cardiossl_broken*"):
         shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -319,12 +319,15 @@ def load_view(store_path: Path) -> IndexView:
     store_path = Path(store_path)
     listing = set(_listing(store_path))
     segments: list[Segment] = []
-    for _ in range(3):  # a concurrent compaction may delete a segment between manifest and load
-        try:
-            segments = [s for e in read_manifest(store_path)["entries"] if (s := _entry_segment(store_path, e))]
+    for _ in range(3):  # a concurrent merge may delete a segment between manifest and load
+        segments, missing = [], False
+        for e in read_manifest(store_path)["entries"]:
+            try:
+                segments.append(_entry_segment(store_path, e))
+            except FileNotFoundError:  # merged away (read the manifest again), or a collected part's summary
+                missing = True
+        if not missing:
             break
-        except FileNotFoundError:
-            segments = []
     markers: dict[str, dict] = {}
     where: dict[str, tuple[Segment, int]] = {}
     for seg in segments:

@@ -176,8 +176,13 @@ def collect_garbage(store, *, min_lease_s: float = 0.0, dry_run: bool = False) -
     for pid in sorted(view.retired & set(view.markers)):
         report.retired.append(pid)
         if not dry_run:
+            (store.path / "commits" / f"{pid}.json").unlink(missing_ok=True)  # first: never a marker without its part
             shutil.rmtree(store.path / "parts" / pid, ignore_errors=True)
-            (store.path / "commits" / f"{pid}.json").unlink(missing_ok=True)
+    if report.retired and not dry_run:  # the manifest forgets them (their summaries are gone)
+        from .durable import flock
+
+        with flock(store.path / ".lock"):
+            index.update_index(store.path)
     folder = store.path / index.INDEX_DIR
     if folder.is_dir():
         listed = {e.get("file") for e in index.read_manifest(store.path)["entries"]}
