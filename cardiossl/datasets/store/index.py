@@ -377,7 +377,8 @@ def update_index(store_path: Path, part_id: str | None = None, marker: dict | No
             continue
         entries.append(e)
         covered.update(seg.part_ids)
-    for pid in sorted(listing - covered - {part_id}) + ([part_id] if part_id else []):  # repair, then the new part
+    new = [part_id] if part_id and part_id not in covered else []  # (another committer may have added it)
+    for pid in sorted(listing - covered - {part_id}) + new:  # repair, then the new part
         m = marker if pid == part_id else read_marker(store_path, pid)
         rec = marker_record(m)
         if int(m.get("n_slices", 0)) == 0:

@@ -244,7 +244,8 @@ def _after_commit(store_path: Path, part_id: str, marker: dict) -> None:
     yet, which readers find by the marker and the next commit indexes."""
     fsync_dir(store_path / "commits")
     try:
-        index.update_index(store_path, part_id, marker)
+        with flock(store_path / ".lock"):  # one index writer at a time (on this machine; see ``index``)
+            index.update_index(store_path, part_id, marker)
     except (OSError, ValueError) as exc:
         log.warning("part %s is committed but the store index was not updated (%s); it is read from "
                     "its own files until the next commit", part_id, exc)
