@@ -14,8 +14,9 @@ def job_to_yaml(job: BaseModel) -> str:
     return yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False)
 
 
-def config_hash(job: BaseModel, exclude: tuple[str, ...] = ("mlflow", "checkpoint", "debug")) -> str:
-    """Hash of what decides the learned weights (not where they are stored or how many workers)."""
+def config_hash(job: BaseModel, exclude: tuple[str, ...] = ("mlflow", "checkpoint", "debug", "progress")) -> str:
+    """Hash of what decides the learned weights (not where they are stored, how often progress is shown
+    or how many workers)."""
     data = job.model_dump(mode="json", exclude=set(exclude))
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
