@@ -35,9 +35,10 @@ from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, 
 from ..launch import cohort_fingerprint, launch
 from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
 from .finetune import finetune
+from .checks import preflight_study
 from .init import resolve_init
 from .report import aggregate, paired_markdown, results_markdown, rows_csv, write_report
-from .samples import labelled_subjects
+from .samples import cohort_kind, labelled_subjects
 from .stats import champion_key, method_name, paired_vs_scratch
 
 
@@ -162,8 +163,8 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
     init, mode, n, seed = cell
     run = client.create_run(
         experiment_id, run_name=f"{method_name(init, mode).replace('/', '-')}-N{n}-seed{seed}",
-        tags={"mlflow.parentRunId": parent_id, "cardiossl.kind": "finetune-trial", "init": init, "mode": mode,
-              "n_train": str(n), "seed": str(seed)},
+        tags={"mlflow.parentRunId": parent_id,
+              **tracking.lineage_tags("finetune-trial", init=init, mode=mode, n_train=n, seed=seed)},
     )
     rid = run.info.run_id
     params = [Param("init", init), Param("mode", mode), Param("n_train", str(n)), Param("seed", str(seed)),
@@ -210,8 +211,8 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
         if init != SCRATCH:
             refs[init] = ensure_pretrained(job, init, job_dir, console)
 
-    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study",
-                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job)})
+    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job)))
     pid = parent.info.run_id
     client.log_text(pid, job.to_yaml(), "benchmark.yaml")
     client.log_dict(pid, {k: v for k, v in refs.items()}, "pretrained_models.json")
@@ -313,8 +314,13 @@ def _param(k: str, v) -> Any:
 def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tmp: str) -> dict:
     """Log the champion's weights + spec under the parent run and register them with the alias."""
     model = segmenter_from_state(best["spec"], best["state_dict"])
+    training = {"cohort_store": job.cohort.store, "cohort_kind": cohort_kind(job.cohort.store),
+                "init": best["init"], "mode": best["mode"], "n_train": best["n_train"], "seed": best["seed"],
+                "val_dice": best["metrics"].get("val_dice_best"), "test_dice_mean": best["metrics"]["test_dice_mean"],
+                "run_id": best["run_id"], "study_run_id": parent_id}
     spec = {**best["spec"], "val_dice": best["metrics"].get("val_dice_best"),
-            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store}
+            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store,
+            "training": training}
     folder = save_segmenter(model, spec, Path(tmp) / "segmenter")
     client.log_artifacts(parent_id, str(folder), "segmenter")
     info = {"run_id": best["run_id"], "method": method_name(best["init"], best["mode"]),
@@ -324,7 +330,7 @@ def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tm
     if not job.champion.enabled:
         return info
     version = register_segmenter(job.mlflow.tracking_uri, parent_id, "segmenter", job.champion.name, job.champion.alias,
-                                 tags={k: str(v) for k, v in info.items()})
+                                 tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job), **info))
     info["model_uri"] = f"models:/{job.champion.name}@{job.champion.alias}"
     info["version"] = version
     return info
@@ -345,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not isinstance(job, BenchmarkJob):
         print(f"error: {a.job} is a {job.kind!r} job; `benchmark` runs kind: benchmark")
+        return 2
+    try:
+        preflight_study(job)  # before any run exists: a study that cannot run leaves none
+    except ConfigError as exc:
+        print(f"error: {exc}")
         return 2
     out = run_study(job, job_dir=Path(a.job).resolve().parent)
     print(f"parent run: {out['parent_run_id']}")
