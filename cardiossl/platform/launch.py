@@ -31,7 +31,7 @@ from cardiossl import home
 
 from .config import ConfigError, PretrainJob, load_job
 from .preflight import check_pretrain, check_workers_know, open_store
-from .runtime import init_ray, plugin_modules
+from .runtime import import_plugin_modules, init_ray, plugin_modules
 
 RUN_RECORD = "cardiossl_run.json"
 
@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field, validated like the file (repeatable): --set optim.lr=3e-4")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or local)")
     p.add_argument("--no-register", action="store_true", help="do not register the encoder")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers plugins; shipped to the workers); repeatable")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only errors and the summary")
     p.add_argument("--verbose", "-v", action="store_true", help="Ray's own INFO logs as well")
     return p
@@ -236,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        import_plugin_modules(args.plugins)
         job = load_job(args.job, args.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -129,6 +129,24 @@ def _free_port() -> int:
 # ---------------------------------------------------------------------------------------------
 # plugins registered from Python
 # ---------------------------------------------------------------------------------------------
+def import_plugin_modules(names: Iterable[str]) -> None:
+    """Import the modules of ``--plugin`` (they register their plugins on import), looking in the
+    current directory first, as ``python -m`` would (a console script's sys.path does not hold it)."""
+    import importlib
+
+    names = list(names)
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"--plugin {name}: cannot import it ({type(exc).__name__}: {exc}); give a module name "
+                f"importable from {os.getcwd()} or PYTHONPATH, such as my_pretexts for ./my_pretexts.py"
+            ) from None
+
+
 def _installed(path: str | None) -> bool:
     return bool(path) and any(part in ("site-packages", "dist-packages") for part in path.split(os.sep))
 

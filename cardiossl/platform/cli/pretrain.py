@@ -13,6 +13,8 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, "--address", help="Ray address; default RAY_ADDRESS, a running "
                                     "local cluster, or a new local instance"),
         no_register: bool = typer.Option(False, "--no-register", help="skip the Model Registry"),
+        plugin: list[str] = typer.Option([], "--plugin", help="import MODULE first: it registers plugins "
+                                         "(shipped to the Ray workers); repeatable"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines; errors and the summary only"),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's own INFO logs as well"),
     ) -> None:
@@ -24,6 +26,7 @@ def register(app: typer.Typer) -> None:
             argv += ["--address", address]
         if no_register:
             argv.append("--no-register")
+        argv += [a for m in plugin for a in ("--plugin", m)]
         argv += ["--quiet"] if quiet else []
         argv += ["--verbose"] if verbose else []
         raise typer.Exit(main(argv))

@@ -121,16 +121,18 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 def switch_pretext(original: dict, data: dict, overrides: list[tuple[list[str], Any]]) -> dict:
     """``--set pretext.name=rotation`` on a position job means a rotation job: the params of the
-    old pretext are dropped (the new one starts from its own defaults) unless ``pretext.params``
-    is set too, and a job name or registered model named after the old pretext
-    (``cardiossl-position-encoder``) is renamed after the new one unless set too."""
+    old pretext are dropped (the new one starts from its own defaults, plus any ``pretext.params.*``
+    given with it) unless ``pretext.params`` is set as a whole, and a job name or registered model
+    named after the old pretext (``cardiossl-position-encoder``) is renamed after the new one
+    unless set too."""
     old = (original.get("pretext") or {}).get("name")
     new = (data.get("pretext") or {}).get("name")
     if not isinstance(old, str) or not isinstance(new, str) or old == new:
         return data
     given = {".".join(path) for path, _ in overrides}
-    if not any(k == "pretext.params" or k.startswith("pretext.params.") for k in given):
+    if "pretext.params" not in given:
         data["pretext"]["params"] = {}
+        data = apply_overrides(data, [(p, v) for p, v in overrides if ".".join(p).startswith("pretext.params.")])
     if "name" not in given and data.get("name") == old:
         data["name"] = new
     mlflow = data.get("mlflow")

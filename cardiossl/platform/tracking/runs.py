@@ -116,18 +116,17 @@ def _git_commit(search_from: str | None, cwd: str) -> str:
 
 def _editable_checkout() -> str | None:
     """The folder an editable ``pip install -e`` of cardiossl points at (PEP 610 direct_url.json)."""
-    from importlib.metadata import PackageNotFoundError, distribution
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlparse
 
-    try:
-        text = distribution("cardiossl").read_text("direct_url.json")
-        info = json.loads(text or "{}")
-    except (PackageNotFoundError, ValueError, OSError):
-        return None
-    url = info.get("url", "")
-    if (info.get("dir_info") or {}).get("editable") and url.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
-        return unquote(urlparse(url).path)
+    for dist in distributions(name="cardiossl"):  # a stray egg-info on sys.path may come first
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "{}")
+        except (ValueError, OSError):
+            continue
+        url = info.get("url", "")
+        if (info.get("dir_info") or {}).get("editable") and url.startswith("file://"):
+            return unquote(urlparse(url).path)
     return None
 
 
