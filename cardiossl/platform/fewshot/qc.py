@@ -38,7 +38,11 @@ def qc_figure(images: np.ndarray, labels: np.ndarray, frames: dict[str, int], ou
     if not rows:
         rows = [("frame 0", 0)]
     cols = max(len(pick_slices(labels[t])) for _, t in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.8 * len(rows) + 1.2), squeeze=False)
+    shape = images.shape[2:]
+    panel = 2.6 * shape[0] / shape[1]  # the height of a 2.6-inch-wide panel of this aspect
+    text = title + ("\n" + "\n".join(notes) if notes else "")
+    fig, axes = plt.subplots(len(rows), cols, squeeze=False, layout="constrained",
+                             figsize=(2.6 * cols, (panel + 0.25) * len(rows) + 0.6 + 0.14 * text.count("\n")))
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -51,10 +55,8 @@ def qc_figure(images: np.ndarray, labels: np.ndarray, frames: dict[str, int], ou
             overlay_classes(ax, labels[t, k], alpha=0.35)
             ax.set_title(f"{name} (frame {t}), slice {k}", fontsize=7)
     handles = [Patch(color=plt.get_cmap("tab10")(i), alpha=0.6, label=s) for i, s in enumerate(STRUCTURES)]
-    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    text = title + ("\n" + "\n".join(notes) if notes else "")
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle(text, fontsize=7, ha="left", x=0.02)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.88 if notes else 0.93))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)

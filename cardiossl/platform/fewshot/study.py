@@ -209,7 +209,9 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
     refs: dict[str, str] = {}
     for init in job.grid.inits:
         if init != SCRATCH:
-            refs[init] = ensure_pretrained(job, init, job_dir, console)
+            # the version an alias points at now: what the trials load and what the record names
+            refs[init] = tracking.resolve_version(ensure_pretrained(job, init, job_dir, console),
+                                                  job.mlflow.tracking_uri)
 
     parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study-{time.strftime('%Y%m%d-%H%M%S')}",
                                tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job)))

@@ -13,11 +13,12 @@ from ..config import flatten
 
 def quiet_mlflow_logs() -> None:
     """MLflow announces every database it creates or migrates at INFO (``Creating initial MLflow
-    database tables...``, alembic's ``Context impl SQLiteImpl``): routine, and it reads like trouble.
-    Warnings and errors still show."""
+    database tables...``, alembic's ``Context impl SQLiteImpl``), and its system-metrics monitor its
+    start and the missing GPU: routine, and it reads like trouble. Warnings and errors still show."""
     import logging
 
-    for name in ("mlflow.store.db.utils", "mlflow.store.sqlalchemy", "alembic", "alembic.runtime.migration"):
+    for name in ("mlflow.store.db.utils", "mlflow.store.sqlalchemy", "alembic", "alembic.runtime.migration",
+                 "mlflow.system_metrics"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
