@@ -3,7 +3,11 @@
 A case is one of:
 
 * a NIfTI file, 3-D or 4-D (slice ``k`` is ``data[:, :, k].T``, as dcm2niix writes it);
-* a UK Biobank-like folder: ``sa.nii.gz``, ED/ES frames from ``info.json`` (``readers.ukbb``);
+* a cardiossl NIfTI export folder (``cardiossl synth --format nifti``): ``sa.nii.gz``, ED/ES frames
+  from ``info.json`` (``readers.nifti_export``);
+* a UK Biobank folder as Bai et al.'s ``ukbb_cardiac`` conversion leaves it (``readers.ukbb``): the
+  cine ``sa.nii.gz`` (ED = frame 0, the R wave) with ``sa_ED.nii.gz``/``sa_ES.nii.gz`` found in it by
+  their pixels, or the two single frames alone;
 * an ACDC patient folder: ``patientXXX_frameNN.nii.gz`` with ED and ES numbered in ``Info.cfg``
   (Bernard et al., IEEE TMI 2018), or ``patientXXX_4d.nii.gz`` when the frame files are absent;
 * an M&Ms-2 subject folder: ``NNN_SA_ED.nii.gz`` and ``NNN_SA_ES.nii.gz`` (Martin-Isla et al., IEEE
@@ -27,9 +31,9 @@ import numpy as np
 from cardiossl.datasets.geometry import Plane
 
 NIFTI = (".nii", ".nii.gz")
-LAYOUTS = "a NIfTI file, a UK Biobank-like folder (sa.nii.gz), an ACDC patient folder (Info.cfg + " \
-          "patientXXX_frameNN.nii.gz), an M&Ms-2 subject folder (NNN_SA_ED/ES.nii.gz), a DICOM exam folder, " \
-          "or a folder of such cases"
+LAYOUTS = "a NIfTI file, a cardiossl NIfTI export or UK Biobank folder (sa.nii.gz, sa_ED/ES.nii.gz), an ACDC " \
+          "patient folder (Info.cfg + patientXXX_frameNN.nii.gz), an M&Ms-2 subject folder (NNN_SA_ED/ES.nii.gz), " \
+          "a DICOM exam folder, or a folder of such cases"
 
 
 class PredictError(ValueError):
@@ -53,7 +57,7 @@ class SAInput:
     images: np.ndarray  # [T, S, rows, cols] float32
     planes: list[Plane]  # per slice k (the same for every frame)
     affine: np.ndarray  # NIfTI (RAS) affine of the volume the labels are written in
-    kind: str  # "nifti" | "ukbb" | "acdc" | "mnms2" | "dicom"
+    kind: str  # "nifti" | "cardiossl-nifti" | "ukbb" | "acdc" | "mnms2" | "dicom"
     path: str
     ed_frame: int | None = None
     es_frame: int | None = None
@@ -75,25 +79,23 @@ def is_nifti(p: Path) -> bool:
     return p.name.endswith(NIFTI)
 
 
-def _nifti(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        if (folder / f"{stem}{ext}").is_file():
-            return folder / f"{stem}{ext}"
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # finding cases
 # ---------------------------------------------------------------------------------------------
 def case_kind(p: Path) -> str | None:
     """The layout of ONE case at ``p``, or None (not a case: maybe a folder of cases)."""
+    from cardiossl.datasets.readers.nifti_export import is_export
+    from cardiossl.datasets.readers.nifti_io import find_nifti
+
     if p.is_file():
         return "nifti" if is_nifti(p) else None
-    if _nifti(p, "sa"):
+    if is_export(p):
+        return "cardiossl-nifti"
+    if find_nifti(p, "sa") or find_nifti(p, "sa_ED"):
         return "ukbb"
-    if (p / "Info.cfg").is_file() and any(p.glob(f"{p.name}_frame*.nii*")) or _nifti(p, f"{p.name}_4d"):
+    if (p / "Info.cfg").is_file() and any(p.glob(f"{p.name}_frame*.nii*")) or find_nifti(p, f"{p.name}_4d"):
         return "acdc"
-    if _nifti(p, f"{p.name}_SA_ED") or _nifti(p, f"{p.name}_SA_CINE"):
+    if find_nifti(p, f"{p.name}_SA_ED") or find_nifti(p, f"{p.name}_SA_CINE"):
         return "mnms2"
     return None
 
@@ -111,7 +113,7 @@ def find_cases(path: str | os.PathLike) -> list[tuple[str, Path, str]]:
         return [(name, p, kind)]
     if p.is_file():
         raise PredictError(f"{p}: not a NIfTI file; expected {LAYOUTS}")
-    for layout in ("ukbb", "acdc", "mnms2", "dicom"):
+    for layout in ("cardiossl-nifti", "ukbb", "acdc", "mnms2", "dicom"):
         reader = READERS.get(layout)
         if reader.detect(p):
             try:
@@ -128,8 +130,8 @@ def find_cases(path: str | os.PathLike) -> list[tuple[str, Path, str]]:
 
 
 def read_case(path: Path, kind: str) -> SAInput:
-    readers = {"nifti": read_nifti_sa, "ukbb": read_ukbb_case, "acdc": read_acdc_case,
-               "mnms2": read_mnms2_case, "dicom": read_dicom_sa}
+    readers = {"nifti": read_nifti_sa, "cardiossl-nifti": read_export_case, "ukbb": read_ukbb_case,
+               "acdc": read_acdc_case, "mnms2": read_mnms2_case, "dicom": read_dicom_sa}
     return readers[kind](Path(path))
 
 
@@ -196,10 +198,12 @@ def read_phase_files(files: dict[str, Path], kind: str, folder: Path) -> SAInput
                    is_4d=False, phase_files=phase_files)
 
 
-def read_ukbb_case(folder: Path) -> SAInput:
-    inp = read_nifti_sa(_nifti(folder, "sa"), kind="ukbb")
+def read_export_case(folder: Path) -> SAInput:
+    from cardiossl.datasets.readers.nifti_io import find_nifti
+
+    inp = read_nifti_sa(find_nifti(folder, "sa"), kind="cardiossl-nifti")
     inp.path = str(folder)
-    info = folder / "info.json"  # readers.ukbb: ED/ES frames
+    info = folder / "info.json"  # readers.nifti_export: ED/ES frames
     if info.is_file():
         try:
             d = json.loads(info.read_text())
@@ -212,9 +216,33 @@ def read_ukbb_case(folder: Path) -> SAInput:
     return inp
 
 
+def read_ukbb_case(folder: Path) -> SAInput:
+    """The ``ukbb_cardiac`` layout: the cine with its ED/ES frames located by their pixels (as the
+    reader does), or the ED and ES single frames alone."""
+    from cardiossl.datasets.readers.nifti_io import find_nifti, matching_frame
+
+    cine, ed, es = (find_nifti(folder, stem) for stem in ("sa", "sa_ED", "sa_ES"))
+    if cine is None:
+        if ed is None or es is None:
+            raise PredictError(f"{folder}: no sa.nii.gz, and not both sa_ED.nii.gz and sa_ES.nii.gz")
+        return read_phase_files({"ed": ed, "es": es}, "ukbb", folder)
+    inp = read_nifti_sa(cine, kind="ukbb")
+    inp.path = str(folder)
+    volume = np.transpose(inp.images, (3, 2, 1, 0))  # back to [X, Y, Z, T] to compare with the files
+    for phase, path in (("ed", ed), ("es", es)):
+        if path is not None:
+            data = _load(path)[0]
+            t = matching_frame(volume, data[..., 0] if data.ndim == 4 else data)
+            if t is None:
+                raise PredictError(f"{path}: matches no frame of {cine.name}; are they the same scan?")
+            setattr(inp, f"{phase}_frame", t)
+    return inp
+
+
 def read_acdc_case(folder: Path) -> SAInput:
     from cardiossl.datasets.readers.acdc import parse_info_cfg
     from cardiossl.datasets.readers.base import ReadError
+    from cardiossl.datasets.readers.nifti_io import find_nifti
 
     sid = folder.name
     try:
@@ -222,11 +250,11 @@ def read_acdc_case(folder: Path) -> SAInput:
         ed, es = int(cfg["ED"]), int(cfg["ES"])
     except (ReadError, KeyError, ValueError):
         raise PredictError(f"{folder / 'Info.cfg'}: needs integer 'ED:' and 'ES:' lines (1-based frames)") from None
-    files = {"ed": _nifti(folder, f"{sid}_frame{ed:02d}"), "es": _nifti(folder, f"{sid}_frame{es:02d}")}
+    files = {"ed": find_nifti(folder, f"{sid}_frame{ed:02d}"), "es": find_nifti(folder, f"{sid}_frame{es:02d}")}
     if all(files.values()):
         inp = read_phase_files(files, "acdc", folder)
     else:
-        cine = _nifti(folder, f"{sid}_4d")
+        cine = find_nifti(folder, f"{sid}_4d")
         if cine is None:
             raise PredictError(f"{folder}: neither {sid}_frame{ed:02d}/{es:02d}.nii.gz nor {sid}_4d.nii.gz")
         inp = read_nifti_sa(cine, kind="acdc")
@@ -236,11 +264,13 @@ def read_acdc_case(folder: Path) -> SAInput:
 
 
 def read_mnms2_case(folder: Path) -> SAInput:
+    from cardiossl.datasets.readers.nifti_io import find_nifti
+
     sid = folder.name
-    files = {"ed": _nifti(folder, f"{sid}_SA_ED"), "es": _nifti(folder, f"{sid}_SA_ES")}
+    files = {"ed": find_nifti(folder, f"{sid}_SA_ED"), "es": find_nifti(folder, f"{sid}_SA_ES")}
     if all(files.values()):
         return read_phase_files(files, "mnms2", folder)
-    cine = _nifti(folder, f"{sid}_SA_CINE")
+    cine = find_nifti(folder, f"{sid}_SA_CINE")
     if cine is None:
         raise PredictError(f"{folder}: neither {sid}_SA_ED + {sid}_SA_ES nor {sid}_SA_CINE (.nii.gz)")
     return read_nifti_sa(cine, kind="mnms2")  # the cine does not say which frame is ES: estimated

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+from cardiossl.datasets.readers.nifti_export import write_export_subject
 from cardiossl.datasets.resample import resample_slice
 from cardiossl.datasets.synthetic import synth_subject
 from cardiossl.platform.fewshot import plausibility
@@ -44,14 +44,21 @@ def subject():
 
 @pytest.fixture(scope="module")
 def layouts(subject, tmp_path_factory):
-    """The same heart written as UK Biobank-like, ACDC, M&Ms-2 and plain NIfTI cases."""
+    """The same heart written as a cardiossl NIfTI export, and as UK Biobank (ukbb_cardiac), ACDC,
+    M&Ms-2 and plain NIfTI cases."""
     root = tmp_path_factory.mktemp("layouts")
-    ukbb = write_ukbb_subject(subject, root / "ukbb")
-    sa = nib.load(str(ukbb / "sa.nii.gz"))
+    export = write_export_subject(subject, root / "export")
+    sa = nib.load(str(export / "sa.nii.gz"))
     data, es = np.asarray(sa.dataobj), subject.meta["es_frame"]
 
     def frame(t, path):
         nib.save(nib.Nifti1Image(data[..., t], sa.affine, sa.header), str(path))
+
+    ukbb = root / "ukbb" / "1000001"  # the cine, and ED/ES cut out of it, as ukbb_cardiac leaves them
+    ukbb.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(data, sa.affine, sa.header), str(ukbb / "sa.nii.gz"))
+    frame(0, ukbb / "sa_ED.nii.gz")
+    frame(es, ukbb / "sa_ES.nii.gz")
 
     acdc = root / "acdc" / "patient101"
     acdc.mkdir(parents=True)
@@ -64,7 +71,7 @@ def layouts(subject, tmp_path_factory):
     frame(es, mnms / "201_SA_ES.nii.gz")
     plain = root / "plain.nii.gz"
     nib.save(nib.Nifti1Image(data, sa.affine, sa.header), str(plain))
-    return {"ukbb": ukbb, "acdc": acdc, "mnms2": mnms, "nifti": plain, "root": root}
+    return {"cardiossl-nifti": export, "ukbb": ukbb, "acdc": acdc, "mnms2": mnms, "nifti": plain, "root": root}
 
 
 def oracle(record, frame_map=None):
@@ -93,7 +100,7 @@ class AllLV(nn.Module):
         return out
 
 
-@pytest.mark.parametrize("kind", ["ukbb", "acdc", "mnms2"])
+@pytest.mark.parametrize("kind", ["cardiossl-nifti", "ukbb", "acdc", "mnms2"])
 def test_each_layout_gives_ed_es_and_true_measures(subject, layouts, kind):
     inp = read_sa_input(layouts[kind])
     es = subject.meta["es_frame"]
@@ -111,7 +118,7 @@ def test_each_layout_gives_ed_es_and_true_measures(subject, layouts, kind):
 
 
 def test_predict_writes_labels_measures_flags_and_qc_on_every_layout(layouts, tmp_path):
-    for kind in ("ukbb", "acdc", "mnms2", "nifti"):
+    for kind in ("cardiossl-nifti", "ukbb", "acdc", "mnms2", "nifti"):
         out = tmp_path / kind
         res = predict("all-lv", layouts[kind], out, model=AllLV(), spec=SPEC)
         saved = json.loads((out / "measures.json").read_text())
@@ -128,8 +135,8 @@ def test_predict_writes_labels_measures_flags_and_qc_on_every_layout(layouts, tm
             lab = nib.load(saved["labels"]["ed"])
             assert lab.shape == src.shape and np.allclose(lab.affine, src.affine)
         else:
-            assert nib.load(saved["labels"]).shape == nib.load(str(layouts[kind] / "sa.nii.gz" if kind == "ukbb"
-                                                                       else layouts[kind])).shape
+            src = layouts[kind] if kind == "nifti" else layouts[kind] / "sa.nii.gz"
+            assert nib.load(saved["labels"]).shape == nib.load(str(src)).shape
 
 
 def test_a_folder_of_cases_is_segmented_case_by_case(layouts, tmp_path):
