@@ -85,7 +85,10 @@ def check_pretrain(job, world_size: int | None = None) -> dict:
         msg = str(exc)
         raise ConfigError(msg if msg.startswith("cohort.") else f"cohort.split: {msg}") from None
     pretext = job.pretext.build()
-    train = make_dataset(job, splits["train"], pretext, train=True)
+    try:
+        train = make_dataset(job, splits["train"], pretext, train=True)
+    except ValueError as exc:  # the dataset says why the pretext refuses every slice
+        raise ConfigError(f"pretext.name: {exc}") from None
     world = world_size or job.scaling.num_workers
     if len(train) == 0:
         raise ConfigError(

@@ -29,7 +29,7 @@ def pretrain_argv(store, root, pretext="position", **extra) -> list[str]:
     ({"cohort.subjects": "[synth00000, nobody]"}, "cohort.subjects", "nobody"),
     ({"cohort.split.val": 6}, "cohort.split", "leave none of 6 for training"),
     ({"batch_size": 4096}, "batch_size", "is more than the"),
-    ({"cohort.views": "[4ch]"}, "pretext.name", "accepts none"),
+    ({"cohort.views": "[4ch]"}, "pretext.name", "none of the"),
 ])
 def test_pretrain_refusals_come_before_any_run(tiny_store, tmp_path, capsys, extra, field, words):
     code = launch.main(pretrain_argv(tiny_store, tmp_path, **{k: v for k, v in extra.items()}))

@@ -17,9 +17,8 @@ def register(app: typer.Typer) -> None:
     def ingest_command(
         source: Path = typer.Argument(..., help="Cohort folder (UK Biobank, cardiossl NIfTI export, ACDC, M&Ms-2, DICOM exams, Sunnybrook)."),
         out: Path = typer.Option(
-            None, "--out", "-o",
-            help="Cohort store to create or add to (default: $CARDIOSSL_COHORT, else $CARDIOSSL_HOME/cohort.zarr: "
-            "the store the jobs read).",
+            ..., "--out", "-o",
+            help="Cohort store to create or add to; the jobs read $CARDIOSSL_HOME/cohort.zarr (or $CARDIOSSL_COHORT).",
         ),
         layout: str = typer.Option(
             "auto", "--layout", help="auto, or a registered layout: ukbb, cardiossl-nifti, acdc, mnms2, dicom, sunnybrook, ..."
@@ -43,12 +42,9 @@ def register(app: typer.Typer) -> None:
         from ...datasets.store import StoreError
         from cardiossl.registry import RegistryError
 
-        from cardiossl import home
-
         from .paths import announce
 
         err = Console(stderr=True)
-        out = out or home.cohort_store()
         announce("the cohort store", out)
         try:
             report = ingest(

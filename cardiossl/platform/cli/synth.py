@@ -34,11 +34,7 @@ def register(app: typer.Typer) -> None:
     def synth_command(
         subjects: int = typer.Option(20, "--subjects", "-n", min=1, help="Number of subjects."),
         seed: int = typer.Option(0, "--seed", help="Cohort seed; subject i draws from (seed, i)."),
-        out: Path = typer.Option(
-            None, "--out", "-o",
-            help="Cohort store (zarr; default $CARDIOSSL_HOME/cohort.zarr) or folder (nifti; default "
-            "$CARDIOSSL_HOME/synth) to write.",
-        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Cohort store (zarr) or folder (nifti) to write."),
         fmt: str = typer.Option("zarr", "--format", help="zarr (cohort store) or nifti (the cardiossl NIfTI export)."),
         frames: int = typer.Option(4, "--frames", min=2, help="Cine frames per slice (ED 0, ES at ~3/8)."),
         grid_size: int = typer.Option(128, "--grid-size", help="Store grid, pixels per side (zarr)."),
@@ -59,15 +55,12 @@ def register(app: typer.Typer) -> None:
 
         from ...datasets.synthetic import subject_id_for
 
-        from cardiossl import home
-
         from .paths import announce
 
         err = Console(stderr=True)
         if fmt not in ("zarr", "nifti"):
             err.print(f"[red]error:[/] --format must be zarr or nifti, got {fmt!r}", highlight=False)
             raise typer.Exit(2)
-        out = out or (home.cohort_store() if fmt == "zarr" else home.home() / "synth")
         announce("a synthetic cohort store" if fmt == "zarr" else "synthetic NIfTI subjects", out)
         ids = [subject_id_for(i, subjects) for i in range(subjects)]
         store = None
