@@ -80,10 +80,11 @@ def running_local_cluster(pointer: str = "/tmp/ray/ray_current_cluster") -> str 
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_driver: bool = True,
-             py_modules: Iterable = (), verbose: bool = False, say: Callable[..., None] = print) -> None:
-    """Join ``address`` / RAY_ADDRESS / a running local cluster, else start a local instance (with its
-    dashboard, so progress reported by ``ray.train.report`` can be watched); the runtime env carries
-    ``CARDIOSSL_HOME`` and ships ``py_modules``."""
+             py_modules: Iterable = (), verbose: bool = False, say: Callable[..., None] = print,
+             local_only: bool = False) -> None:
+    """Join ``address`` / RAY_ADDRESS / a running local cluster (not with ``local_only``), else start a
+    local instance (with its dashboard, so progress reported by ``ray.train.report`` can be watched);
+    the runtime env carries ``CARDIOSSL_HOME`` and ships ``py_modules``."""
     import ray
 
     if ray.is_initialized():
@@ -98,7 +99,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, log_to_
     if address:
         ray.init(address=address, runtime_env=runtime_env(py_modules, {"RAY_ADDRESS": address}), **kwargs)
         return
-    running = running_local_cluster()
+    running = None if local_only else running_local_cluster()
     if running:
         ray.init(address=running, runtime_env=runtime_env(py_modules, {"RAY_ADDRESS": running}), **kwargs)
         say(f"cardiossl: joined the running local Ray cluster at {running}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from .. import tracking
 from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, is_model_ref, load_job
 from ..launch import cohort_fingerprint, launch
+from ..runtime import init_ray
 from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
 from .finetune import finetune
 from .checks import preflight_study
@@ -144,15 +144,8 @@ def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int)
 def _connect_ray(cfg: StudyRay):
     import ray
 
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # "local": a new instance even where /tmp/ray still names a cluster that has since stopped
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    # the trials' runtime env carries CARDIOSSL_HOME as the pretraining workers' does
+    init_ray(cfg.address, num_cpus=cfg.num_cpus, log_to_driver=False, say=lambda *a: None, local_only=True)
     return ray
 
 
