@@ -44,8 +44,8 @@ from .weights import (
 __all__ = [
     "ARTIFACT_PATH", "FORMAT_VERSION", "MAX_PARAM_LEN", "N_CLASSES", "SEGMENTER_FORMAT", "SEGMENTER_SPEC",
     "SEGMENTER_WEIGHTS", "MlflowTracker", "ModelLoadError", "NullTracker", "build_segmenter", "create_run",
-    "default_artifact_location", "fingerprint_hash", "finish_run", "git_commit", "lineage_tags", "load_pretrained",
-    "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker", "mlflow_client",
-    "quiet_mlflow_logs", "register_pretrained", "register_segmenter", "resolve_model_dir", "resolve_version", "save_pretrained", "save_segmenter",
-    "segmenter_from_state", "ui_command",
+    "default_artifact_location", "fingerprint_hash", "finish_run", "git_commit", "lineage_tags",
+    "load_pretrained", "load_pretrained_dir", "load_segmenter_folder", "log_job_record", "make_tracker",
+    "mlflow_client", "quiet_mlflow_logs", "register_pretrained", "register_segmenter", "resolve_model_dir",
+    "resolve_version", "save_pretrained", "save_segmenter", "segmenter_from_state", "ui_command",
 ]
