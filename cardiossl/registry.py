@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import inspect
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -169,7 +170,14 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
+def plain_doc(text: str) -> str:
+    """reST markup of a docstring as plain text: ``code`` and :role:`target` -> code, target."""
+    text = re.sub(r":[\w.]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"`([^`]+)`_?", r"\1", text)
+
+
 def describe(obj: object) -> str:
-    """First line of a plugin's docstring, for `cardiossl plugins list`."""
+    """First line of a plugin's docstring, as plain text, for `cardiossl plugins list`."""
     doc = inspect.getdoc(obj) or ""
-    return doc.splitlines()[0] if doc else ""
+    return plain_doc(doc.splitlines()[0]) if doc else ""

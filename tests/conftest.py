@@ -96,6 +96,16 @@ def tiny_pretrain_overrides(store: Path, root: Path, pretext: str = "position", 
     return [f"{k}={v}" for k, v in sets.items()]
 
 
+def plugin_guide_example(folder: Path) -> Path:
+    """The complete example of docs/plugins.md written to ``folder/my_pretexts.py``, as a reader would."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    start = text.index('```python\n"""my_pretexts.py') + len("```python\n")
+    code = text[start:text.index("```", start)]
+    path = Path(folder) / "my_pretexts.py"
+    path.write_text(code)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # processes
 # --------------------------------------------------------------------------------------------

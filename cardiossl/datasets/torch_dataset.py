@@ -45,7 +45,7 @@ def _dist_info(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 
 class CohortDataset(Dataset):
-    """Single 2-D slices of a cohort store as dict samples (see the team contract for the keys).
+    """Single 2-D slices of a cohort store as dict samples (the keys: docs/plugins.md).
 
     ``image`` is z-scored per (subject, view) with the robust statistics recorded at ingest:
     intensities clipped to [p0.5, p99.5] of that subject's view, minus the clipped mean, over the

@@ -9,9 +9,13 @@ Runs three ways, one code path:
   job supervisor runs this module with the YAML path;
 * ``python -m cardiossl.platform.launch FILE.yaml``.
 
-The MLflow run is created here, before any worker starts, and its id is handed to rank 0: a
-failed worker group restarts into the same run (FailureConfig), and a re-submitted job with the
-same ``checkpoint.run_name`` resumes both the Ray Train run and the MLflow run.
+Before anything is created the job passes the preflight (``preflight``: the store, its views, the
+split, the batch size; the plugins, asked of the cluster itself), so a job that cannot run fails
+with one message and no MLflow run, instead of three Ray Train restarts. The MLflow run is created
+here, before any worker starts, and its id is handed to rank 0: a failed worker group restarts into
+the same run (FailureConfig), and a re-submitted job with the same ``checkpoint.run_name`` resumes
+both the Ray Train run and the MLflow run. The workers' environment carries ``CARDIOSSL_HOME`` and
+ships plugins registered from Python (``runtime``).
 
 The cohort store is read here once, as a snapshot (its committed parts, subjects and content hash):
 the split is computed from it, and both go to every worker, into every checkpoint, into the run
@@ -28,7 +32,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from cardiossl import home
+
 from .config import ConfigError, PretrainJob, load_job
+from .preflight import check_pretrain, check_workers_know, open_store
+from .runtime import import_plugin_modules, init_ray, plugin_modules
 
 RUN_RECORD = "cardiossl_run.json"
 
@@ -71,24 +79,10 @@ def _write_record(storage_path: str, run_name: str, record: dict) -> None:
         f.write(json.dumps(record, indent=1).encode())
 
 
-def open_cohort(store: str):
-    """The job's CohortStore (local or shared-filesystem path)."""
-    from cardiossl.datasets.store import CohortStore
-
-    from .config import is_uri
-
-    if is_uri(store) and not store.startswith("file://"):
-        raise ConfigError(
-            f"cohort.store: {store!r}: CohortStore reads local or shared-filesystem paths; mount the "
-            "store on every node (NFS, Lustre, a FUSE mount of the bucket) and give its absolute path"
-        )
-    return CohortStore(store[len("file://"):] if store.startswith("file://") else store)
-
-
 def cohort_fingerprint(store: str, snapshot=None) -> dict:
     """The fingerprint of the store's data (of ``snapshot``, else as it is now): the stored one when
     it is current, else computed. Never written here: the store may be shared and read-only."""
-    st = open_cohort(store)
+    st = open_store(store)
     return dict(st.current_fingerprint(snapshot)[0])
 
 
@@ -97,7 +91,7 @@ def pretrain_identity(job: PretrainJob, snapshot=None) -> dict[str, str]:
     content hash. ``snapshot``: the cohort as the run read it (default: the store as it is now)."""
     from .tracking import fingerprint_hash
 
-    snapshot = snapshot or open_cohort(job.cohort.store).snapshot()
+    snapshot = snapshot or open_store(job.cohort.store).snapshot()
     return {"config_hash": job.hash(snapshot.content_hash),
             "cohort_fingerprint": fingerprint_hash({"content_hash": snapshot.content_hash})}
 
@@ -133,14 +127,16 @@ class ClusterError(RuntimeError):
     """The Ray cluster cannot be reached or refuses this client (its token, most often)."""
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, **kwargs) -> None:
+    """``runtime.init_ray``; a cluster that cannot be joined, or refuses this client, is a ClusterError
+    that names the token when this client has none."""
     import ray
     from ray.exceptions import RayError
 
     if ray.is_initialized():
         return
     try:
-        _connect_ray(address)
+        init_ray(address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         if _ray_token_available():
@@ -163,45 +159,32 @@ def _ray_token_available() -> bool:
     return os.path.isfile(path) if path else os.path.isfile(os.path.expanduser("~/.ray/auth_token"))
 
 
-def _connect_ray(address: str | None) -> None:
-    import ray
-
-    # Token authentication stays as Ray decides it (RAY_AUTH_MODE, RAY_AUTH_TOKEN(_PATH), ~/.ray/auth_token):
-    # a local instance started here gets a generated token, a cluster with tokens needs ours.
-    address = address or os.environ.get("RAY_ADDRESS")
-    # The job's code travels with the workers: in a `ray job submit --working-dir` job the runtime
-    # env is inherited; started from a checkout, ship nothing (workers import the installed package).
-    if address:
-        ray.init(address=address, log_to_driver=True)
-        return
-    running = _running_local_cluster()
-    if running:
-        ray.init(address=running, log_to_driver=True)
-        print(f"cardiossl: joined the running local Ray cluster at {running}")
-    else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=True)
-        print("cardiossl: started a local Ray instance (stops when this command ends)")
+def run_name_for(job: PretrainJob, overrides: list[str] | None = None) -> str:
+    """``<job name>-<key overrides>-<time>-<6 hex>``: distinct, and says what changed from the YAML."""
+    keys = []
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        leaf = key.strip().split(".")[-1]
+        if leaf in ("store", "storage_path", "tracking_uri", "experiment", "run_name", "registered_model"):
+            continue  # where things go, not what runs
+        value = "".join(c if c.isalnum() or c in ".-" else "_" for c in value.strip())[:16]
+        keys.append(f"{leaf}={value}")
+    label = "-".join([job.name, *keys[:4]])[:90]
+    return f"{label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
 
 
-def _running_local_cluster(pointer: str = "/tmp/ray/ray_current_cluster") -> str | None:
-    """The GCS address of the local cluster that ``ray start`` recorded, if it still answers.
+def _plugin_entries(job: PretrainJob):
+    from cardiossl.backbones import BACKBONES
+    from cardiossl.pretexts import PRETEXTS
 
-    ``ray.init(address="auto")`` trusts that file and waits forever when the cluster it names was
-    stopped without ``ray stop`` (a killed head leaves it behind)."""
-    import socket
-
-    try:
-        address = open(pointer).read().strip()
-        host, port = address.rsplit(":", 1)
-        with socket.create_connection((host, int(port)), timeout=2):
-            return address
-    except (OSError, ValueError):
-        return None
+    return [PRETEXTS.entry(job.pretext.name), BACKBONES.entry(job.backbone.name)]
 
 
 def launch(job: PretrainJob, *, address: str | None = None, register: bool = True,
-           quiet: bool = False) -> LaunchResult:
-    """Run ``job`` on Ray and return what landed in MLflow."""
+           quiet: bool = False, verbose: bool = False, overrides: list[str] | None = None) -> LaunchResult:
+    """Run ``job`` on Ray and return what landed in MLflow. Raises ConfigError, before creating
+    anything, when the job cannot run. ``quiet``: no progress lines and no driver chatter;
+    ``verbose``: Ray's own INFO logs too."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -212,12 +195,13 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     if not isinstance(job, PretrainJob):
         raise ConfigError(f"kind: {job.kind!r} jobs are not pretraining jobs; use the matching command")
+    if quiet:
+        job = job.model_copy(update={"progress": job.progress.model_copy(update={"every_steps": 0})})
+    say(f"cardiossl: {home.describe()}")
 
-    from .training import split_cohort
-
-    store = open_cohort(job.cohort.store)
+    # preflight: nothing is created before the job is known to be able to run ----------------------
+    store = open_store(job.cohort.store)
     snapshot = store.snapshot()  # the one read of the store's state for this run
-    commit = tracking.git_commit()
     storage = job.checkpoint.storage_path
     uri = job.mlflow.tracking_uri
 
@@ -226,13 +210,22 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     splits = None
     if record is not None:
         snapshot, splits = _resume_snapshot(job, record, snapshot, run_name, storage)
-    splits = splits or split_cohort(job, snapshot)
-    _init_ray(address)  # before anything is written: a cluster that refuses us leaves no run behind
+    found = check_pretrain(job, snapshot=snapshot, splits=splits)
+    splits = found["splits"]
+    say(f"cardiossl: cohort {found['store']}: {found['subjects']['train']} training / "
+        f"{found['subjects']['val']} validation subjects, {found['train_slices']} training slices")
+    modules, ship = plugin_modules(_plugin_entries(job))
+    # before anything is written: a cluster that refuses us leaves no run behind
+    _init_ray(address, py_modules=ship, verbose=verbose, say=say)
+    check_workers_know({"cardiossl.pretexts:PRETEXTS": [job.pretext.name],
+                        "cardiossl.backbones:BACKBONES": [job.backbone.name]}, modules)
     fingerprint = dict(store.current_fingerprint(snapshot)[0])
     fp_hash = tracking.fingerprint_hash(fingerprint)
     cfg_hash = job.hash(snapshot.content_hash)
     new_record = {"config_hash": cfg_hash, "job_hash": job.hash(), "tracking_uri": uri,
                   "snapshot": snapshot.to_dict(), "splits": splits}
+
+    # the run ---------------------------------------------------------------------------------------
     if record is not None:
         run_id = record["run_id"]
         say(f"cardiossl: resuming Ray Train run {run_name} and MLflow run {run_id}")
@@ -245,10 +238,11 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
             _write_record(storage, run_name, {**record, **new_record, "resumed_on_new_snapshot": time.time()})
             say(f"cardiossl: continuing on the store's new snapshot {snapshot.content_hash[:16]} (allowed)")
     else:
-        run_name = run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}"
-        tags = {"pretext": job.pretext.name, "cohort_fingerprint": fp_hash, "config_hash": cfg_hash,
-                "git_commit": commit, "ray_run_name": run_name, "kind": job.kind,
-                "cohort_snapshot": snapshot.content_hash, "cohort_subjects": str(len(snapshot.subject_ids))}
+        run_name = run_name or run_name_for(job, overrides)
+        tags = tracking.lineage_tags(job.kind, pretext=job.pretext.name, cohort_fingerprint=fp_hash,
+                                     config_hash=cfg_hash, ray_run_name=run_name,
+                                     cohort_snapshot=snapshot.content_hash,
+                                     cohort_subjects=len(snapshot.subject_ids))
         run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or run_name, tags,
                                      artifact_location=job.mlflow.artifact_location)
         driver_tracker = tracking.MlflowTracker(run_id, uri)
@@ -262,12 +256,16 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
     run_dir = f"{storage.rstrip('/')}/{run_name}"
     say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
     say(f"cardiossl: checkpoints under {run_dir}")
+    if job.progress.every_steps:
+        say(f"cardiossl: a progress line every {job.progress.every_steps} steps (progress.every_steps; "
+            f"--quiet for none); metrics to MLflow every {job.mlflow.log_every_steps}")
 
     sc = job.scaling
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={"job": job.to_dict(), "run_id": run_id, "tracking_uri": uri, "run_dir": run_dir,
-                           "snapshot": snapshot.to_dict(), "splits": splits},
+                           "snapshot": snapshot.to_dict(), "splits": splits,
+                           "plugin_modules": modules, "verbose": verbose},
         torch_config=TorchConfig(backend=sc.torch_backend()),
         scaling_config=ray.train.ScalingConfig(
             num_workers=sc.num_workers, use_gpu=sc.use_gpu, resources_per_worker=sc.ray_resources(),
@@ -278,6 +276,8 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=job.checkpoint.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=job.checkpoint.num_to_keep),
+            # Ray Train's INFO lines (resource requests, checkpoint paths, every TrainingReport)
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
     )
     try:
@@ -292,26 +292,24 @@ def launch(job: PretrainJob, *, address: str | None = None, register: bool = Tru
 
     version = None
     if register and job.mlflow.registered_model:
-        tags = {
-            "pretext": job.pretext.name,
-            "pretext_params": json.dumps(job.pretext.params, sort_keys=True),
-            "backbone": job.backbone.name,
-            "cohort_fingerprint": fp_hash,
-            "config_hash": cfg_hash,
-            "git_commit": commit,
-            "decoder_trained": str(bool(job.pretext.build().uses_decoder)).lower(),
-            "step": str(int(result.metrics.get("step", 0))) if result.metrics else "",
-        }
+        tags = tracking.lineage_tags(
+            job.kind,
+            pretext=job.pretext.name,
+            pretext_params=json.dumps(job.pretext.params, sort_keys=True),
+            backbone=job.backbone.name,
+            cohort_fingerprint=fp_hash,
+            config_hash=cfg_hash,
+            decoder_trained=str(bool(job.pretext.build().uses_decoder)).lower(),
+            step=str(int(result.metrics.get("step", 0))) if result.metrics else "",
+            ray_run_name=run_name,
+        )
         version = register_pretrained(uri, run_id, job.mlflow.registered_model, alias=job.mlflow.alias,
                                       tags=tags, description=f"{job.pretext.name} pretraining, run {run_id}")
         say(f"cardiossl: registered models:/{job.mlflow.registered_model}/{version}"
             + (f" (alias @{job.mlflow.alias})" if job.mlflow.alias else ""))
     tracking.finish_run(uri, run_id, "FINISHED")
     ckpt = getattr(result, "checkpoint", None)
-    if uri.startswith("sqlite:"):
-        say(f"cardiossl: done. Look at it with:\n  mlflow ui --backend-store-uri {uri}")
-    else:
-        say(f"cardiossl: done. Open {uri}")
+    say(f"cardiossl: done. Look at it with:\n  {tracking.ui_command(uri)}")
     return LaunchResult(run_id, run_name, storage, uri, version, dict(result.metrics or {}),
                         ckpt.path if ckpt is not None else None)
 
@@ -328,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-register", action="store_true", help="do not register the encoder")
     p.add_argument("--allow-new-snapshot", action="store_true",
                    help="resume checkpoint.run_name although the cohort store changed since it started")
+    p.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers plugins; shipped to the workers); repeatable")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines, only errors and the summary")
+    p.add_argument("--verbose", "-v", action="store_true", help="Ray's own INFO logs as well")
     return p
 
 
@@ -335,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = args.overrides + (["checkpoint.allow_new_snapshot=true"] if args.allow_new_snapshot else [])
     try:
+        import_plugin_modules(args.plugins)
         job = load_job(args.job, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -343,10 +346,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.job}: kind {job.kind!r} is not run by this launcher", file=sys.stderr)
         return 2
     try:
-        res = launch(job, address=args.address, register=not args.no_register)
+        res = launch(job, address=args.address, register=not args.no_register, quiet=args.quiet,
+                     verbose=args.verbose, overrides=args.overrides)
     except (ConfigError, ClusterError, ValueError) as exc:  # ValueError: StoreError, SplitError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from ray.train import TrainingFailedError
+
+        if not isinstance(exc, TrainingFailedError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: training failed on the workers ({first}); their traceback is above, the MLflow "
+              "run is marked FAILED", file=sys.stderr)
+        return 1
     print(json.dumps({"run_id": res.run_id, "run_name": res.run_name, "model_version": res.model_version,
                       "tracking_uri": res.tracking_uri, "storage": f"{res.storage_path}/{res.run_name}"}))
     return 0

@@ -16,6 +16,10 @@ def register(app: typer.Typer) -> None:
         allow_new_snapshot: bool = typer.Option(
             False, "--allow-new-snapshot",
             help="resume checkpoint.run_name although the cohort store changed since it started (new split)"),
+        plugin: list[str] = typer.Option([], "--plugin", help="import MODULE first: it registers plugins "
+                                         "(shipped to the Ray workers); repeatable"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines; errors and the summary only"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's own INFO logs as well"),
     ) -> None:
         """Pretrain a backbone with a pretext task on Ray Train; track in MLflow; register the encoder."""
         from cardiossl.platform.launch import main
@@ -27,4 +31,7 @@ def register(app: typer.Typer) -> None:
             argv.append("--no-register")
         if allow_new_snapshot:
             argv.append("--allow-new-snapshot")
+        argv += [a for m in plugin for a in ("--plugin", m)]
+        argv += ["--quiet"] if quiet else []
+        argv += ["--verbose"] if verbose else []
         raise typer.Exit(main(argv))

@@ -55,10 +55,13 @@ def register(app: typer.Typer) -> None:
 
         from ...datasets.synthetic import subject_id_for
 
+        from .paths import announce
+
         err = Console(stderr=True)
         if fmt not in ("zarr", "nifti"):
             err.print(f"[red]error:[/] --format must be zarr or nifti, got {fmt!r}", highlight=False)
             raise typer.Exit(2)
+        announce("a synthetic cohort store" if fmt == "zarr" else "synthetic NIfTI subjects", out)
         ids = [subject_id_for(i, subjects) for i in range(subjects)]
         store = None
         if fmt == "zarr":

@@ -20,7 +20,7 @@ from .mlflow import MlflowSpec
 from .optim import OptimConfig, ScheduleConfig
 from .plugins import BackboneSpec, PretextSpec
 from .records import NOT_IN_HASH, config_hash, job_to_yaml
-from .running import CheckpointSpec, DebugConfig, ScalingSpec, TrainOptions, ValidationSpec
+from .running import CheckpointSpec, DebugConfig, ProgressSpec, ScalingSpec, TrainOptions, ValidationSpec
 
 
 class JobBase(StrictModel):
@@ -78,6 +78,7 @@ class PretrainJob(JobBase):
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    progress: ProgressSpec = Field(default_factory=ProgressSpec)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> PretrainJob:

@@ -20,7 +20,7 @@ def job_to_yaml(job: BaseModel) -> str:
 # hash, never as the store's path.
 NOT_IN_HASH = (
     "name",  # a label for runs and folders
-    "mlflow", "checkpoint", "debug",  # where results go, resuming, fault injection
+    "mlflow", "checkpoint", "debug", "progress",  # where results go, resuming, fault injection, progress lines
     "scaling",  # workers and placement (a run may resume on other hardware; the checkpoint keeps the world size)
     "cohort.store",  # the store's location (its content is the snapshot hash)
 )

@@ -1,4 +1,4 @@
-"""``scaling:``, ``checkpoint:``, ``train:``, ``validation:`` and ``debug:`` sections: how a job runs, not what it learns."""
+"""``scaling:``, ``checkpoint:``, ``train:``, ``validation:``, ``progress:`` and ``debug:`` sections: how a job runs, not what it learns."""
 
 from __future__ import annotations
 
@@ -79,6 +79,12 @@ class TrainOptions(StrictModel):
     compile: bool = False
     find_unused_parameters: bool | Literal["auto"] = "auto"
     deterministic: bool = False
+
+
+class ProgressSpec(StrictModel):
+    """The console line of rank 0 (step, step/s, ETA, loss); how a job shows itself, not what it learns."""
+
+    every_steps: int = Field(10, ge=0, description="print a progress line every K steps (0: none)")
 
 
 class ValidationSpec(StrictModel):

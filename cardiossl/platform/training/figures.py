@@ -3,7 +3,7 @@ network's prediction, on a few validation slices."""
 
 from __future__ import annotations
 
-
+from cardiossl.pretexts.base import overlay_classes
 
 
 def _draw_prediction(ax, pretext, sample: dict, output) -> None:
@@ -14,10 +14,8 @@ def _draw_prediction(ax, pretext, sample: dict, output) -> None:
     out = np.asarray(output, dtype=np.float32)
     target = np.asarray(sample["target"])
     ax.imshow(img, cmap="gray", interpolation="nearest")
-    if out.ndim == 3 and target.ndim == 2:  # per-pixel classes
-        pred = out.argmax(0)
-        masked = np.ma.masked_where(pred == 0, pred)
-        ax.imshow(masked, cmap="tab10", alpha=0.5, interpolation="nearest", vmin=0, vmax=10)
+    if out.ndim == 3 and target.ndim == 2:  # per-pixel classes: the colours of the target's drawing
+        overlay_classes(ax, out.argmax(0), alpha=0.3)
         ax.set_xlabel("prediction (argmax)", fontsize=7)
     elif out.ndim == 3 and out.shape[-2:] == img.shape and target.ndim == 3 and out.shape[0] == target.shape[0]:
         if "target_mask" in sample:  # reconstruction

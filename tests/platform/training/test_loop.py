@@ -14,7 +14,7 @@ from cardiossl.platform.training import (
     InjectedFault,
     LocalSession,
     LRSchedule,
-    MetricBuffer,
+    LiveMetrics,
     collate,
     run_pretraining,
     split_cohort,
@@ -65,7 +65,7 @@ def test_resume_from_checkpoint_continues_exactly(tiny_store, tmp_path, loader_w
     tracker = MemoryTracker()
     with pytest.raises(InjectedFault):
         run_pretraining(job, session, tracker)
-    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 7))  # only what a checkpoint covers
+    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 8))  # live: every step computed
     assert sorted(p.name for p in Path(session.run_dir).glob("checkpoint_*")) == [
         "checkpoint_00000003", "checkpoint_00000006"]
     res = run_pretraining(job, session, tracker)  # the marker file stops a second failure
@@ -120,15 +120,16 @@ def test_schedule_warmup_and_cosine_end():
     assert LRSchedule(100, 0, "constant")(99) == 1.0
 
 
-def test_metric_buffer_flush_skips_steps_already_logged():
-    buf = MetricBuffer()
-    for s in (1, 2, 3):
-        buf.add(s, {"train/loss": float(s)})
-    buf = MetricBuffer.from_json(buf.to_json())
+def test_live_metrics_skip_what_the_run_holds_per_key():
     t = MemoryTracker()
-    t.log_metrics({"train/loss": 1.0}, 1)
-    assert buf.flush(t, floor=t.last_step("train/loss")) == 3
-    assert [s for s, _ in t.history("train/loss")] == [1, 2, 3]
+    t.log_metrics({"train/loss": 1.0, "val/loss": 2.0}, 1)
+    t.log_metrics({"train/loss": 1.5}, 2)  # the failure came between train and val of step 2
+    live = LiveMetrics(t)  # a restarted group recomputes steps 1 and 2
+    assert live.log(1, {"train/loss": 9.0, "val/loss": 9.0}) == {}
+    assert live.log(2, {"train/loss": 9.0, "val/loss": 2.5}) == {"val/loss": 2.5}
+    assert live.log(3, {"train/loss": 3.0}) == {"train/loss": 3.0}
+    assert live.log(3, {"train/loss": 3.0}) == {}  # never twice
+    assert t.history("train/loss") == [(1, 1.0), (2, 1.5), (3, 3.0)] and t.history("val/loss") == [(1, 2.0), (2, 2.5)]
 
 
 def test_collate():
