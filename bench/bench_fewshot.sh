@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-bench}"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 unset RAY_ADDRESS  # a local Ray instance with 2 CPUs, stopped when the study ends
 BIN="${CARDIOSSL_BIN:-.venv/bin}"
@@ -24,4 +23,4 @@ echo "wall time: $((end - start)) s"
 echo "table: $CARDIOSSL_HOME/fewshot_report/results.md"
 echo "paired: $CARDIOSSL_HOME/fewshot_report/paired_vs_scratch.md"
 echo "plot: $CARDIOSSL_HOME/fewshot_report/dice_vs_n.png"
-echo "MLflow: $BIN/mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
+echo "MLflow: $BIN/mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db --workers 1"

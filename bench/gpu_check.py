@@ -110,7 +110,6 @@ def nccl_check(use_gpu: bool) -> dict:
             dist.all_reduce(t)
             ray.train.report({"backend": dist.get_backend(), "device": str(dev), "sum": float(t.item())})
 
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         started = not ray.is_initialized()
         if started:
             ray.init(address="local", include_dashboard=False, log_to_driver=False)

@@ -20,7 +20,11 @@ SUBJECTS="${CARDIOSSL_DEMO_SUBJECTS:-30}"
 PRETRAIN_SET=(--set image_size=64 --set steps=800 --set batch_size=16 --set checkpoint.every_steps=200
               --set validation.every_steps=400 --set mlflow.system_metrics=false)
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then  # bold headings on a terminal; plain text in a log file
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 t0=$(date +%s)
 
 step "1/5 synthetic cohort: $SUBJECTS subjects, as NIfTI (the cardiossl export)"
@@ -68,5 +72,5 @@ echo
 cat "$CARDIOSSL_HOME/fewshot_report/results.md"
 echo
 echo "plot:   $CARDIOSSL_HOME/fewshot_report/dice_vs_n.png"
-echo "MLflow: mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
+echo "MLflow: mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db --workers 1"
 echo "demo finished in $(( $(date +%s) - t0 )) s"

@@ -65,7 +65,7 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 class Pretext(ABC):
-    """Base class of every pretext task. See CONTRACT.md; subclasses set ``name`` and ``Config``."""
+    """Base class of every pretext task (the contract: docs/plugins.md); subclasses set ``name`` and ``Config``."""
 
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]] = PretextConfig
@@ -153,6 +153,14 @@ class Pretext(ABC):
     def annotations(self, sample: dict) -> dict[str, np.ndarray]:
         """Fixed-shape arrays (besides the target) worth saving per slice by ``cardiossl show --npz``."""
         return {}
+
+
+def overlay_classes(ax, classes, alpha: float = 0.4, n_colors: int = 10) -> None:
+    """Draw integer classes over an image, class k in colour k - 1 of matplotlib's ``tab10`` (class 0,
+    background, transparent). Targets and predictions drawn with it share one colour per class."""
+    lab = np.asarray(classes)
+    ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", vmin=0.5, vmax=n_colors + 0.5, alpha=alpha,
+              interpolation="nearest")
 
 
 def sample_meta(sample: dict) -> dict:

@@ -65,7 +65,7 @@ from torch import nn
 
 from ..datasets.geometry import line_segment_in_image
 from ..datasets.records import LA_VIEWS
-from .base import Pretext, PretextConfig, TargetSpec, image_hw
+from .base import Pretext, PretextConfig, TargetSpec, image_hw, overlay_classes
 from .position_geometry import (  # noqa: F401  (ANTERIOR, LATERAL, trace: the public geometry helpers)
     ANTERIOR,
     LATERAL,
@@ -454,9 +454,7 @@ class PositionPretext(Pretext):
                 rgba[..., 3] = np.maximum(rgba[..., 3], 0.8 * np.asarray(target)[k])
             ax.imshow(np.clip(rgba, 0, 1), interpolation="nearest")
         if t == "boxes" and target is not None:
-            lab = np.asarray(target)
-            ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", vmin=0.5, vmax=10.5, alpha=0.3,
-                      interpolation="nearest")
+            overlay_classes(ax, target, alpha=0.3)
         if t == "boxes" and target is not None and np.isfinite(ann["cross_point"][0]):
             geo = self.geometry(sample)
             half = self.config.box_mm / 2.0 / geo.spacing

@@ -1,6 +1,6 @@
 """A hand-built heart and a contract check, for pretext tests and third-party plugin authors.
 
-``example_subject`` makes sample dicts shaped exactly like ``CohortDataset``'s (see CONTRACT.md)
+``example_subject`` makes sample dicts shaped exactly like ``CohortDataset``'s (docs/plugins.md)
 from an analytic LV (an ellipsoid of revolution around a known long axis) and planes built by
 hand, so every geometric quantity is known exactly. ``check_contract`` runs a pretext through the
 whole contract: declared target shapes and ranges, identical targets under the same seed, a

@@ -359,9 +359,12 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     for sid in landed:  # whatever is visible is whole
         assert len(CohortStore(store).subject_slices(sid)) == 3 * 5
 
-    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part leaves behind
+    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part an hour ago leaves behind
     (dead / "image").mkdir(parents=True, exist_ok=True)
-    (dead / ".writer.lock").write_text('{"pid": 0}')
+    hour_ago = time.time() - 3600
+    (dead / ".lease").write_text(json.dumps({"token": "t", "host": "elsewhere", "pid": 1, "heartbeat": hour_ago,
+                                             "lease_s": 900.0}))
+    os.utime(dead / ".lease", (hour_ago, hour_ago))
     resumed = ingest(src, store, progress=False, **GRID)
     assert "p-killed-writer" in resumed.removed_incomplete_parts and not dead.exists()
     assert sorted(resumed.already_present) == sorted(landed)
@@ -372,8 +375,67 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     a, b = CohortStore(store).fingerprint, CohortStore(tmp_path / "reference").fingerprint
     for key in ("subjects", "slices", "views", "intensity", "labelled_subjects", "sa_slice_gap_mm"):
         assert rounded(a[key]) == rounded(b[key]), key  # pooled in commit order: last-bit differences
+    # the same data: the same content hash, however it was cut into parts and whenever it was written
+    assert a["content_hash"] == b["content_hash"] == CohortStore(store).snapshot().content_hash
     assert len(reference.parts) < len(CohortStore(store).part_ids())  # the runs did differ in parts
     assert reference.scheduler == "sync"  # and the killed one ran in a dask process pool
+
+
+def test_a_reingest_that_adds_nothing_leaves_the_fingerprint_and_its_hash_unchanged(tmp_path):
+    """Defect 7: the fingerprint held ``updated_at``, so its hash changed on every ingest and a
+    registered encoder was never found again by it."""
+    from cardiossl.platform.tracking import fingerprint_hash
+
+    src = tmp_path / "src"
+    acdc_cohort(src, [1, 2])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    first = CohortStore(tmp_path / "store").fingerprint
+    time.sleep(1.1)  # a later second
+    again = ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert again.ingested == [] and sorted(again.already_present) == ["patient001", "patient002"]
+    second = CohortStore(tmp_path / "store").fingerprint
+    assert second == first and "updated_at" not in second
+    assert fingerprint_hash(second) == fingerprint_hash(first) == second["content_hash"][:16]
+    acdc_cohort(src, [3])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert fingerprint_hash(CohortStore(tmp_path / "store").fingerprint) != fingerprint_hash(first)
+
+
+DYING_INGEST = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {helpers!r})
+    from nifti_cohorts import DyingAcdcReader
+    from cardiossl.datasets.readers import READERS
+    from cardiossl.platform.cli import app
+
+    READERS.add("acdc-dying", DyingAcdcReader)
+    if __name__ == "__main__":
+        app(["ingest", {src!r}, "--out", {store!r}, "--layout", "acdc-dying", "--workers", "2",
+             "--batch-size", "2", "--grid-size", "32", "--spacing-mm", "2", "--quiet"])
+    """
+)
+
+
+def test_a_worker_process_that_dies_costs_only_the_subject_it_was_reading(tmp_path):
+    """Defect 6: a killed ingest worker aborted a local ingest with a BrokenProcessPool traceback,
+    no report, another valid batch lost and the culprit not named."""
+    src = tmp_path / "src"
+    acdc_cohort(src, range(1, 7))
+    store = tmp_path / "store"
+    script = tmp_path / "run.py"
+    script.write_text(DYING_INGEST.format(helpers=str(Path(__file__).parent / "readers"), src=str(src),
+                                          store=str(store)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr  # the exit code says: something was skipped
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "skipped: 1" in out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("patient002:"))
+    assert "worker process died while reading it" in line and "exit code 3" in line
+    report = json.loads(Path(next(x for x in out.stdout.splitlines() if x.startswith("report: "))[8:]).read_text())
+    assert [s["subject_id"] for s in report["skipped"]] == ["patient002"]
+    expected = sorted(f"patient{i:03d}" for i in (1, 3, 4, 5, 6))  # patient001 shared its batch
+    assert sorted(report["ingested"]) == expected == sorted(CohortStore(store).subject_ids())
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,8 +443,7 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster):
     src = tmp_path / "src"
     acdc_cohort(src, [1, 2, 3, 4, 5])
     truncate(src / "patient004" / "patient004_frame01.nii.gz")

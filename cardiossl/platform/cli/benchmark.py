@@ -14,4 +14,9 @@ def register(app: typer.Typer) -> None:
         """Pretrain once per pretext (or reuse), fine-tune the grid on Ray, table + plot + champion."""
         from cardiossl.platform.fewshot.study import main
 
+        import sys
+
+        from cardiossl import home
+
+        print(f"cardiossl: {home.describe()}", file=sys.stderr, flush=True)
         raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)]))

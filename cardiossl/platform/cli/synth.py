@@ -66,6 +66,8 @@ def register(app: typer.Typer) -> None:
         from ...datasets.synthetic import DEFAULT_VERSION, check_population, check_version, subject_id_for
         from ...datasets.synthetic.cohort import MAX_BATCH, batch_size_for, write_batch
 
+        from .paths import announce
+
         err = Console(stderr=True)
 
         def fail(msg: str):
@@ -80,6 +82,7 @@ def register(app: typer.Typer) -> None:
             check_population(population, version)
         except ValueError as exc:
             fail(str(exc))
+        announce("a synthetic cohort store" if fmt == "zarr" else "synthetic NIfTI subjects", out)
         ids = [subject_id_for(i, subjects) for i in range(subjects)]
         store = None
         if fmt == "zarr":

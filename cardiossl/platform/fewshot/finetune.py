@@ -46,9 +46,10 @@ from ..config import ConfigError, FinetuneError, FinetuneJob, PretextSpec, SegLo
 from ..tracking import N_CLASSES, build_segmenter, register_segmenter, save_segmenter, segmenter_from_state
 from ..training import Augment, SampleTransform, build_optimizer, build_scheduler, crop_or_pad
 from .evaluate import collect_stacks, evaluate_stacks, metric_names, predict_labels, segmentation_dice, subject_summary
+from .checks import preflight_finetune
 from .init import InitWeights, resolve_init
 from .report import rows_csv
-from .samples import _collate, _Epochs, labelled_subjects, load_samples
+from .samples import _collate, _Epochs, cohort_kind, labelled_subjects, load_samples
 
 
 def _torch():
@@ -333,6 +334,13 @@ def _progress(enabled: bool, total: int, description: str):
 # ---------------------------------------------------------------------------------------------
 # the job: one run, tracked by the driver
 # ---------------------------------------------------------------------------------------------
+def finetune_run_name(job: FinetuneJob, init: InitWeights | None = None) -> str:
+    """``<name>-<init>-<mode>-N<n>-seed<s>-<time>``: the run list says which trial is which."""
+    source = "scratch" if job.init == "scratch" else (
+        (init.pretext or {}).get("name") if init is not None and init.pretext else None) or "pretrained"
+    return f"{job.name}-{source}-{job.mode}-N{job.n_train}-seed{job.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool = True, say=print) -> dict:
     """Fine-tune in this process and record it as one MLflow run: params, validation curve, test
     metrics, per-subject table (CSV), split, the segmenter (safetensors + spec); register it when
@@ -341,16 +349,19 @@ def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool 
 
 
     uri = job.mlflow.tracking_uri
-    run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or f"{job.name}-finetune",
-                                 {"kind": job.kind, "init": job.init, "mode": job.mode, "n_train": str(job.n_train),
-                                  "config_hash": job.hash(), "git_commit": tracking.git_commit()})
+    init, labelled = preflight_finetune(job)  # before the run exists: a job that cannot run leaves none
+    init_ref = init.resolved if init is not None and init.resolved else job.init
+    run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or finetune_run_name(job, init),
+                                 tracking.lineage_tags(job.kind, init=job.init, init_resolved=init_ref, mode=job.mode,
+                                                       n_train=job.n_train, seed=job.seed, config_hash=job.hash()))
     tracker = tracking.MlflowTracker(run_id, uri)
     status = "FAILED"
     try:
         tracker.log_params(flatten(job.to_dict()))
         tracker.log_text(job.to_yaml(), "job/resolved.yaml")
         say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
-        res = finetune(job, progress=progress,
+        tracker.log_params({"init_resolved": init_ref})
+        res = finetune(job, init=init, labelled=labelled, progress=progress,
                        log=lambda step, rec: tracker.log_metrics(
                            {k: v for k, v in rec.items() if k != "step" and np.isfinite(v)}, step))
         tracker.log_metrics({k: v for k, v in res.metrics.items() if np.isfinite(v)}, job.steps)
@@ -358,15 +369,21 @@ def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool 
         tracker.log_text(rows_csv(res.per_phase), "evaluation/per_phase.csv")
         tracker.log_dict(res.split, "evaluation/split.json")
         with tempfile.TemporaryDirectory() as tmp:
-            folder = save_segmenter(res.model(), {**res.spec, "cohort_store": job.cohort.store}, Path(tmp) / "segmenter")
+            training = {"cohort_store": job.cohort.store, "cohort_kind": cohort_kind(job.cohort.store),
+                        "init": job.init, "init_resolved": init_ref, "mode": job.mode, "n_train": job.n_train,
+                        "seed": job.seed, "val_dice": res.metrics["val_dice_best"],
+                        "test_dice_mean": res.metrics["test_dice_mean"], "run_id": run_id}
+            folder = save_segmenter(res.model(), {**res.spec, "cohort_store": job.cohort.store, "training": training},
+                                    Path(tmp) / "segmenter")
             tracker.log_artifacts(str(folder), "segmenter")
         version = None
         if register and job.mlflow.registered_model:
             version = register_segmenter(uri, run_id, "segmenter", job.mlflow.registered_model, job.mlflow.alias,
-                                         tags={"init": job.init, "mode": job.mode, "n_train": job.n_train,
-                                               "seed": job.seed, "config_hash": job.hash(),
-                                               "val_dice": res.metrics["val_dice_best"],
-                                               "test_dice_mean": res.metrics["test_dice_mean"]})
+                                         tags=tracking.lineage_tags(
+                                             job.kind, init=job.init, init_resolved=init_ref, mode=job.mode,
+                                             n_train=job.n_train, seed=job.seed, config_hash=job.hash(),
+                                             val_dice=res.metrics["val_dice_best"],
+                                             test_dice_mean=res.metrics["test_dice_mean"]))
             say(f"cardiossl: registered models:/{job.mlflow.registered_model}/{version}"
                 + (f" (alias @{job.mlflow.alias})" if job.mlflow.alias else ""))
         status = "FINISHED"
@@ -402,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = run_finetune_job(job, progress=not a.no_progress, register=not a.no_register)
-    except FinetuneError as exc:
+    except (FinetuneError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"run_id": out["run_id"], "model_version": out["model_version"],

@@ -20,9 +20,6 @@ subjects {1, 2, 5, 10, 20, all} x seeds {0, 1, 2}, as in Bai et al., MICCAI 2019
 
 from __future__ import annotations
 
-from __future__ import annotations
-
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +29,15 @@ import numpy as np
 
 from .. import tracking
 from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, is_model_ref, load_job
-from ..launch import cohort_fingerprint, launch
+from ..launch import launch
+from ..launch import pretrain_identity as launch_identity
+from ..runtime import init_ray
 from ..tracking import default_artifact_location, mlflow_client, register_segmenter, save_segmenter, segmenter_from_state
 from .finetune import finetune
+from .checks import preflight_study
 from .init import resolve_init
 from .report import aggregate, paired_markdown, results_markdown, rows_csv, write_report
-from .samples import labelled_subjects
+from .samples import cohort_kind, labelled_subjects
 from .stats import champion_key, method_name, paired_vs_scratch
 
 
@@ -98,9 +98,9 @@ def ensure_pretrained(job: BenchmarkJob, init: str, job_dir: Path | None = None,
 
 
 def pretrain_identity(pjob) -> dict[str, str]:
-    """The tags that make a registered pretrained model reusable: config hash + cohort fingerprint."""
-    return {"config_hash": pjob.hash(),
-            "cohort_fingerprint": tracking.fingerprint_hash(cohort_fingerprint(pjob.cohort.store))}
+    """The tags that make a registered pretrained model reusable: config hash (with the cohort's
+    content) + cohort fingerprint, as ``launch`` writes them."""
+    return launch_identity(pjob)
 
 
 def find_matching_pretrained(pjob) -> str | None:
@@ -143,15 +143,8 @@ def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int)
 def _connect_ray(cfg: StudyRay):
     import ray
 
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # "local": a new instance even where /tmp/ray still names a cluster that has since stopped
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    # the trials' runtime env carries CARDIOSSL_HOME as the pretraining workers' does
+    init_ray(cfg.address, num_cpus=cfg.num_cpus, log_to_driver=False, say=lambda *a: None, local_only=True)
     return ray
 
 
@@ -162,8 +155,8 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
     init, mode, n, seed = cell
     run = client.create_run(
         experiment_id, run_name=f"{method_name(init, mode).replace('/', '-')}-N{n}-seed{seed}",
-        tags={"mlflow.parentRunId": parent_id, "cardiossl.kind": "finetune-trial", "init": init, "mode": mode,
-              "n_train": str(n), "seed": str(seed)},
+        tags={"mlflow.parentRunId": parent_id,
+              **tracking.lineage_tags("finetune-trial", init=init, mode=mode, n_train=n, seed=seed)},
     )
     rid = run.info.run_id
     params = [Param("init", init), Param("mode", mode), Param("n_train", str(n)), Param("seed", str(seed)),
@@ -208,10 +201,12 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
     refs: dict[str, str] = {}
     for init in job.grid.inits:
         if init != SCRATCH:
-            refs[init] = ensure_pretrained(job, init, job_dir, console)
+            # the version an alias points at now: what the trials load and what the record names
+            refs[init] = tracking.resolve_version(ensure_pretrained(job, init, job_dir, console),
+                                                  job.mlflow.tracking_uri)
 
-    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study",
-                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job)})
+    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job)))
     pid = parent.info.run_id
     client.log_text(pid, job.to_yaml(), "benchmark.yaml")
     client.log_dict(pid, {k: v for k, v in refs.items()}, "pretrained_models.json")
@@ -313,8 +308,13 @@ def _param(k: str, v) -> Any:
 def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tmp: str) -> dict:
     """Log the champion's weights + spec under the parent run and register them with the alias."""
     model = segmenter_from_state(best["spec"], best["state_dict"])
+    training = {"cohort_store": job.cohort.store, "cohort_kind": cohort_kind(job.cohort.store),
+                "init": best["init"], "mode": best["mode"], "n_train": best["n_train"], "seed": best["seed"],
+                "val_dice": best["metrics"].get("val_dice_best"), "test_dice_mean": best["metrics"]["test_dice_mean"],
+                "run_id": best["run_id"], "study_run_id": parent_id}
     spec = {**best["spec"], "val_dice": best["metrics"].get("val_dice_best"),
-            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store}
+            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store,
+            "training": training}
     folder = save_segmenter(model, spec, Path(tmp) / "segmenter")
     client.log_artifacts(parent_id, str(folder), "segmenter")
     info = {"run_id": best["run_id"], "method": method_name(best["init"], best["mode"]),
@@ -324,7 +324,7 @@ def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tm
     if not job.champion.enabled:
         return info
     version = register_segmenter(job.mlflow.tracking_uri, parent_id, "segmenter", job.champion.name, job.champion.alias,
-                                 tags={k: str(v) for k, v in info.items()})
+                                 tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job), **info))
     info["model_uri"] = f"models:/{job.champion.name}@{job.champion.alias}"
     info["version"] = version
     return info
@@ -345,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not isinstance(job, BenchmarkJob):
         print(f"error: {a.job} is a {job.kind!r} job; `benchmark` runs kind: benchmark")
+        return 2
+    try:
+        preflight_study(job)  # before any run exists: a study that cannot run leaves none
+    except ConfigError as exc:
+        print(f"error: {exc}")
         return 2
     out = run_study(job, job_dir=Path(a.job).resolve().parent)
     print(f"parent run: {out['parent_run_id']}")

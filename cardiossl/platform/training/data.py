@@ -58,12 +58,23 @@ class EpochDataset(torch.utils.data.Dataset):
 
 # data
 # --------------------------------------------------------------------------------------------
-def split_cohort(job) -> dict[str, list[str]]:
-    """Subject-level split (train / val / test) of a job's cohort, deterministic in ``cohort.split.seed``."""
+def split_cohort(job, snapshot=None) -> dict[str, list[str]]:
+    """Subject-level split (train / val / test) of a job's cohort in ``snapshot`` (default: a snapshot
+    of the store now), by the rules of ``datasets.splits``. A training run computes it once, on its
+    driver, and hands it to every worker with the snapshot."""
     from cardiossl.datasets.splits import train_val_test_split
-    from cardiossl.datasets.store import CohortStore
+    from cardiossl.datasets.store import CohortStore, Snapshot
 
-    ids = list(job.cohort.subjects) if job.cohort.subjects else CohortStore(job.cohort.store).subject_ids()
+    if isinstance(snapshot, dict):
+        snapshot = Snapshot.from_dict(snapshot)
+    snapshot = snapshot or CohortStore(job.cohort.store).snapshot()
+    ids = snapshot.subject_ids
+    if job.cohort.subjects:
+        missing = sorted(set(job.cohort.subjects) - set(ids))
+        if missing:
+            raise ValueError(f"cohort.subjects: not in {job.cohort.store} (snapshot {snapshot.content_hash[:12]}): "
+                             f"{', '.join(missing[:10])}")
+        ids = list(job.cohort.subjects)
     if not ids:
         raise ValueError(f"cohort store {job.cohort.store} has no subjects")
     split = job.cohort.split
@@ -71,15 +82,16 @@ def split_cohort(job) -> dict[str, list[str]]:
 
 
 def make_dataset(job, subjects: list[str], pretext, train: bool, rank: int = 0, keep_labels: bool = False,
-                 **kwargs):
+                 snapshot=None, **kwargs):
     """Training samples draw augmentation and targets from (seed, epoch, rank, index); validation
-    uses rank 0 and its own seed, so its targets do not depend on how many workers ran."""
+    uses rank 0 and its own seed, so its targets do not depend on how many workers ran. ``snapshot``:
+    the run's cohort snapshot (the store's parts as the driver saw them)."""
     from cardiossl.datasets.torch_dataset import CohortDataset
 
     transform = SampleTransform(Augment.from_config(job.augment, job.image_size, labels=keep_labels),
                                 pretext, train=train)
     select = dict(subjects=subjects, views=tuple(job.cohort.views),
-                  phases=tuple(job.cohort.phases) if job.cohort.phases else None)
+                  phases=tuple(job.cohort.phases) if job.cohort.phases else None, snapshot=snapshot)
     ds = CohortDataset(
         job.cohort.store,
         **select,

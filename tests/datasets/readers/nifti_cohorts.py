@@ -209,3 +209,17 @@ class SlowAcdcReader(AcdcReader):
     def read(self, source):
         time.sleep(self.delay_s)
         return super().read(source)
+
+
+class DyingAcdcReader(AcdcReader):
+    """An ACDC reader whose process dies (``os._exit``, no exception, no clean-up) on ``patient002``:
+    what a reader crashing in native code, or the out-of-memory killer, does to an ingest worker."""
+
+    name = "acdc-dying"
+
+    def read(self, source):
+        if source.subject_id == "patient002":
+            import os
+
+            os._exit(3)
+        return super().read(source)

@@ -63,10 +63,37 @@ def test_info_subject_lists_every_slice_with_both_planes(store):
     assert sa1["source_plane"]["pixel_spacing"] == [1.25, 1.5] and sa1["plane"]["pixel_spacing"] == [1.5, 1.5]
     np.testing.assert_allclose(sa1["source_plane"]["origin"], np.array([10.0, -5.0, 40.0]) + 8.0 * np.array([-0.6, 0.8, 0.0]))
     np.testing.assert_allclose(sa1["plane"]["row_dir"], [0.8, 0.6, 0.0])
-    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-b"])
+    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-b", "--all"])
     assert res.exit_code == 0
     assert res.output.count("stored") == 8 and res.output.count("source") >= 8
     assert "(0.800, 0.600, 0.000)" in res.output and "1.250 x 1.500" in res.output and "LPS" in res.output
+
+
+def test_info_subject_is_compact_by_default_and_filters_by_view_and_frame(store):
+    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-b"])
+    assert res.exit_code == 0, res.output
+    assert "stored" not in res.output and "per view" in res.output  # one row per view, no slice list
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("│")]
+    assert [ln.split("│")[1].strip() for ln in lines] == ["sa", "4ch"]
+    sa = lines[0].split("│")
+    assert [c.strip() for c in sa[2:7]] == ["2", "3", "0", "3", "0"]  # frames, slices/frame, ED, ES, labelled
+    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-a", "--view", "sa", "--frame", "3"])
+    assert res.exit_code == 0 and res.output.count("stored") == 3 and "4ch" not in res.output
+    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-a", "--view", "4ch", "--json"])
+    assert [s["view"] for s in json.loads(res.output)["slices"]] == ["4ch", "4ch"]
+    res = runner.invoke(app, ["cohort", "info", str(store.path), "--subject", "sub-a", "--frame", "7"])
+    assert res.exit_code == 2 and "frames: 0, 3" in res.output
+
+
+def test_meta_is_shortened_at_item_boundaries_never_inside_a_number():
+    from cardiossl.platform.cli.cohort import format_meta
+
+    meta = {"a": 1.23456789, **{f"k{i}": [float(i) + 0.123456789] * 20 for i in range(20)}}
+    text = format_meta(meta, limit=200)
+    assert text.startswith("a=1.235, k0=[0.1235,") and text.endswith("more (--json for all)")
+    shown = text.split(", ... ")[0]
+    for item in shown.split(", k")[1:]:
+        assert item.endswith("]")  # whole values only
 
 
 def test_info_errors_are_clear(store, tmp_path):

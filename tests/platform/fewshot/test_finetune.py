@@ -72,7 +72,8 @@ def test_scratch_trial_reports_per_subject_metrics_and_saves(store, tmp_path):
     assert res.metrics["n_train_subjects"] == 2 and [h["step"] for h in res.history] == [2, 4]
     # the saved segmenter reloads to the same function, without pickles
     folder = save_segmenter(res.model(), res.spec, tmp_path / "seg")
-    assert not list(folder.glob("*.pt")) and (folder / "model.safetensors").is_file()
+    assert not list(folder.rglob("*.pt")) and not list(folder.rglob("*.pkl"))
+    assert (folder / "MLmodel").is_file() and (folder / "data" / "weights" / "model.safetensors").is_file()
     model, spec = load_segmenter_folder(folder)
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():

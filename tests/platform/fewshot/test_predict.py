@@ -72,7 +72,7 @@ def test_nifti_stack_round_trip_keeps_affine_and_matches_true_volumes(subject, t
 
     folder = write_export_subject(subject, tmp_path)
     inp = read_sa_input(folder)
-    assert inp.kind == "nifti" and inp.ed_frame == 0 and inp.es_frame == subject.meta["es_frame"]
+    assert inp.kind == "cardiossl-nifti" and inp.ed_frame == 0 and inp.es_frame == subject.meta["es_frame"]
     labels = segment_input(inp, _oracle(subject), image_size=IMAGE_SIZE, spacing_mm=SPACING)
     out = write_labels(inp, labels, tmp_path / "out" / "labels.nii.gz")
     src = nib.load(str(folder / "sa.nii.gz"))
