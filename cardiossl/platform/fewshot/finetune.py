@@ -187,7 +187,8 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     with torch.random.fork_rng(devices=[]):  # weight init seeded by the trial, global state untouched
         torch.manual_seed(int(np.random.default_rng([job.seed, 0x1A17]).integers(2**31)))
         model, bb_spec = _build_model(job, init)
-    model = model.to(device)
+    fmt = torch.channels_last if job.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
     trainable = apply_mode(model, job.mode)
 
     # multitask --------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
                 pretext_head.load_state_dict(init.head_state)
             except RuntimeError:
                 pass  # a different head shape: start it fresh
-        pretext_head.to(device)
+        pretext_head.to(device, memory_format=fmt)
         trainable += list(pretext_head.parameters())
         unl = _unlabelled_stream(job, split, pretext)
 
@@ -220,29 +221,28 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     for step in range(job.steps):
         _train_mode(model, job.mode)
         batch = _collate(stream.next(), ("image", "label"))
-        x = batch["image"].to(device)
+        x = batch["image"].to(device).contiguous(memory_format=fmt)
         y = batch["label"].to(device).long().unsqueeze(1)
         loss = loss_fn(model(x), y)
-        terms = {"seg_loss": float(loss.detach())}
+        terms = {"seg_loss": loss.detach()}  # tensors: read only when logged (no device sync per step)
         if pretext is not None:
             pretext_head.train()
             ub = _to_device(_collate(unl.next()), device)
-            out = pretext.forward(model.backbone, pretext_head, ub["input"])
+            out = pretext.forward(model.backbone, pretext_head, ub["input"].contiguous(memory_format=fmt))
             ploss = pretext.loss(out, ub)["loss"]
             loss = loss + job.multitask.weight * ploss
-            terms["pretext_loss"] = float(ploss.detach())
+            terms["pretext_loss"] = ploss.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if job.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(trainable, job.optim.grad_clip)
         opt.step()
         sched.step()
-        running = terms["seg_loss"] if step == 0 else 0.9 * running + 0.1 * terms["seg_loss"]
         last = step + 1 == job.steps
         if (step + 1) % job.validation.every_steps == 0 or last:
             vd = _val_dice(model, val_stacks, device)
-            rec = {"step": step + 1, "loss": float(loss.detach()), **terms, "val_dice": vd,
-                   "lr": opt.param_groups[0]["lr"]}
+            rec = {"step": step + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
+                   "val_dice": vd, "lr": opt.param_groups[0]["lr"]}
             history.append(rec)
             if log is not None:
                 log(step + 1, rec)
@@ -251,6 +251,8 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
                 best = {"dice": score, "step": step + 1,
                         "state": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}}
         if bar is not None:
+            seg = float(terms["seg_loss"])
+            running = seg if step == 0 else 0.9 * running + 0.1 * seg
             bar[0].update(bar[1], advance=1, description=f"loss {running:.3f}")
     if bar is not None:
         bar[0].stop()
