@@ -69,6 +69,9 @@ class Pretext(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]] = PretextConfig
+    target_reads_image: ClassVar[bool] = True
+    """False when ``make_target`` reads only the slice geometry and copies the image into "input"
+    unchanged: the image may then be augmented after the target is made (``augment.on: device``)."""
 
     def __init__(self, config: BaseModel | dict | None = None) -> None:
         cls = type(self)

@@ -132,6 +132,7 @@ class PositionPretext(Pretext):
 
     name: ClassVar[str] = "position"
     Config: ClassVar[type[PositionConfig]] = PositionConfig
+    target_reads_image: ClassVar[bool] = False  # targets from the plane alone
     config: PositionConfig
     _CACHE_SIZE = 4096  # cine frames of one slice share geometry: compute it once per plane set
     _HEATMAP_CACHE_BYTES = 64 << 20  # ... and, for ``lines``, the same heatmaps

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .augment import Augment, SampleTransform
+from .augment_device import DeferredAugment, DeferredTransform, check_pretext, uses_device_augment
 from .collate import collate
 from .session import Session
 
@@ -88,8 +89,13 @@ def make_dataset(job, subjects: list[str], pretext, train: bool, rank: int = 0, 
     the run's cohort snapshot (the store's parts as the driver saw them)."""
     from cardiossl.datasets.torch_dataset import CohortDataset
 
-    transform = SampleTransform(Augment.from_config(job.augment, job.image_size, labels=keep_labels),
-                                pretext, train=train)
+    augment = Augment.from_config(job.augment, job.image_size, labels=keep_labels)
+    transform = SampleTransform(augment, pretext, train=train)
+    if train and uses_device_augment(job):  # the loader draws, the device resamples (augment_device)
+        check_pretext(pretext)
+        if keep_labels:
+            raise ValueError("augment.on: device resamples images only; labels need augment.on: loader")
+        transform = DeferredTransform(DeferredAugment(augment), pretext)
     select = dict(subjects=subjects, views=tuple(job.cohort.views),
                   phases=tuple(job.cohort.phases) if job.cohort.phases else None, snapshot=snapshot)
     ds = CohortDataset(

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import PretrainJob, load_job_dict
 from ..tracking import NullTracker, make_tracker
+from .augment_device import DEVICE_KEYS, DeviceAugment, step_generator, uses_device_augment
 from .checkpoint import load_checkpoint, save_checkpoint
 from .collate import Collate, to_device
 from .data import EpochDataset, EpochSampler, make_dataset, make_loader, make_sampler, split_cohort
@@ -210,7 +211,9 @@ def run_pretraining(
                         job.validation.max_batches, world)
 
     stream = EpochSampler(train_sampler, job.batch_size, epoch, batch_in_epoch * job.batch_size)
-    keep = tuple(dict.fromkeys([*job.loader.batch_keys, *getattr(pretext, "batch_keys", ())]))
+    on_device = DeviceAugment.from_config(job.augment, job.image_size) if uses_device_augment(job) else None
+    keep = tuple(dict.fromkeys([*job.loader.batch_keys, *getattr(pretext, "batch_keys", ()),
+                                *(DEVICE_KEYS if on_device else ())]))
     loader = make_loader(EpochDataset(train_ds), stream, job.batch_size, job, device, drop_last=True,
                          collate_fn=Collate(keep=keep))
     model.train()
@@ -218,6 +221,9 @@ def run_pretraining(
         for batch in loader:
             _maybe_fail(job, session, step + 1)
             batch = to_device(batch, device, channels_last)
+            if on_device is not None:  # the loader drew the augmentation; resample the batch here
+                x = on_device(batch, step_generator(device, job.seed, rank, step))
+                batch["input"] = x.contiguous(memory_format=torch.channels_last) if channels_last else x
             with autocast(device, job.train.precision):
                 out = fwd(batch["input"])
             out = out.float()
