@@ -3,19 +3,25 @@
 Side by side in one run, on the same training slices (the N labelled subjects ``finetune`` draws):
 
 * ``cardiossl``: the real ``finetune()`` (plane-exact spatial + intensity augmentation, MONAI
-  ``DiceCELoss``, AdamW, cosine schedule, validation Dice every ``--val-every`` steps). Its step time
-  comes from the wall clock between validation callbacks: one interval is ``val_every`` steps plus one
-  validation; the validation alone is timed on the same stacks and subtracted for the per-step figure.
+  ``DiceCELoss``, AdamW, cosine schedule, validation Dice every ``--val-every`` steps), with its
+  default channels-last convolutions, and again with ``channels_last: false`` (the layout before).
+  Its step time comes from the clocks read at the validation callbacks: one interval is
+  ``val_every`` steps plus one validation; the validation alone is timed on the same stacks and
+  subtracted for the per-step figure.
 * ``plain``: the loop a user writes by hand: the same segmenter (``unet_bai`` by default), the same
-  loss and optimiser, random flips and 90-degree rotations of in-memory tensors, no validation.
+  loss and optimiser, random flips and 90-degree rotations of in-memory tensors, no validation;
+  as written (NCHW) and with the same channels-last layout as cardiossl.
 * ``plain-monai``: the same plain loop with MONAI's ``UNet`` (channels 16-256, strided convolutions,
   one convolution per scale), the network of the plain script the issue compared with: reported
   separately as the model difference (FLOPs per image and step time).
 
-Target: cardiossl step <= 1.2x the plain step of the same model, batch and image size. Arms are
-interleaved over ``--rounds`` so that load from other processes hits them alike; the ratio is taken
-inside each round. The store: ``--store``, else the real ACDC development cases in
-``../shared/data/real/acdc-dev`` ingested into a temporary store, else a synthetic cohort.
+Target: cardiossl step <= 1.2x the plain step of the same model, batch and image size. Every figure
+is CPU seconds per step of this process (``time.process_time``), which other processes on a shared
+machine do not inflate as they do the wall clock (printed too); one torch thread by default, because
+OpenMP threads that wait for each other on a loaded machine spin and make timings meaningless. Arms
+are interleaved over ``--rounds`` and the ratio is taken inside each round. The store: ``--store``,
+else the real ACDC development cases in ``../shared/data/real/acdc-dev`` ingested into a temporary
+store, else a synthetic cohort.
 
     python bench/bench_finetune_speed.py                      # N = 5, 160 x 160, batch 8
     python bench/bench_finetune_speed.py --quick              # seconds, tiny model (tests use this)
@@ -79,8 +85,9 @@ def training_tensors(job):
     import numpy as np
     import torch
 
-    from cardiossl.platform.augment import crop_or_pad
-    from cardiossl.platform.finetune import fewshot_split, labelled_subjects, load_samples
+    from cardiossl.datasets.splits import fewshot_split
+    from cardiossl.platform.fewshot.samples import labelled_subjects, load_samples
+    from cardiossl.platform.training import crop_or_pad
 
     split = fewshot_split(labelled_subjects(job.cohort.store), test=job.cohort.split.test,
                           val=job.cohort.split.val, split_seed=job.cohort.split.seed, n_train=job.n_train,
@@ -96,7 +103,7 @@ def segmenter(name: str, params: dict, seed: int = 0):
     import torch
 
     from cardiossl.backbones import build_backbone
-    from cardiossl.platform.finetune import N_CLASSES, build_segmenter
+    from cardiossl.platform.tracking import N_CLASSES, build_segmenter
 
     torch.manual_seed(seed)
     if name == "monai_unet":
@@ -120,21 +127,24 @@ def model_cost(model, image_size: int) -> dict:
             "gflop_per_image": round(fc.get_total_flops() / 2 / 1e9, 3)}
 
 
-def plain_loop(model, x, y, job, steps: int, seed: int) -> list[float]:
-    """Seconds per step of the hand-written loop: random batch, flips and rot90, loss, AdamW step."""
+def plain_loop(model, x, y, job, steps: int, seed: int, channels_last: bool = False) -> dict:
+    """Seconds per step (CPU, wall) of the hand-written loop: random batch, flips and rot90, loss,
+    AdamW step; first two steps dropped."""
     import numpy as np
     import torch
 
-    from cardiossl.platform.finetune import seg_loss_fn
-    from cardiossl.platform.train import build_optimizer
+    from cardiossl.platform.fewshot.finetune import seg_loss_fn
+    from cardiossl.platform.training import build_optimizer
 
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     loss_fn = seg_loss_fn(job.loss)
     opt = build_optimizer(job.optim, model.parameters())
     rng = np.random.default_rng(seed)
     model.train()
-    times = []
+    cpu, wall = [], []
     for _ in range(steps):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         idx = torch.from_numpy(rng.integers(0, len(x), job.batch_size))
         xb, yb = x[idx].clone(), y[idx].clone()
         for i in range(len(idx)):
@@ -144,40 +154,65 @@ def plain_loop(model, x, y, job, steps: int, seed: int) -> list[float]:
             if flip:
                 xi, yi = xi.flip(-1), yi.flip(-1)
             xb[i], yb[i] = xi, yi
-        loss = loss_fn(model(xb), yb.unsqueeze(1))
+        loss = loss_fn(model(xb.contiguous(memory_format=fmt)), yb.unsqueeze(1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         float(loss.detach())
-        times.append(time.perf_counter() - t)
-    return times
+        cpu.append(time.process_time() - c)
+        wall.append(time.perf_counter() - t)
+    return {"cpu": statistics.median(cpu[2:]), "wall": statistics.median(wall[2:])}
+
+
+def transform_seconds(job, n_batches: int = 20) -> float:
+    """CPU seconds per batch of finetune's in-process augmentation and collation."""
+    from cardiossl.platform.fewshot.samples import _collate, _Epochs, load_samples
+    from cardiossl.platform.training import Augment, SampleTransform
+    from cardiossl.datasets.splits import fewshot_split
+    from cardiossl.platform.fewshot.samples import labelled_subjects
+
+    split = fewshot_split(labelled_subjects(job.cohort.store), test=job.cohort.split.test,
+                          val=job.cohort.split.val, split_seed=job.cohort.split.seed, n_train=job.n_train,
+                          seed=job.seed)
+    stream = _Epochs(load_samples(job.cohort.store, split["train"]), job.batch_size, job.seed,
+                     SampleTransform(Augment.from_config(job.augment, job.image_size), None, train=True))
+    c = time.process_time()
+    for _ in range(n_batches):
+        _collate(stream.next(), ("image", "label"))
+    return (time.process_time() - c) / n_batches
 
 
 def validation_seconds(job, val_samples: list[dict]) -> float:
-    """One validation pass as ``finetune`` runs it (predicted stacks, Dice), median of three."""
-    from cardiossl.platform.evaluate import collect_stacks, predict_labels, segmentation_dice
+    """CPU seconds of one validation pass as ``finetune`` runs it (predicted stacks, Dice), median of three."""
+    import torch
+
+    from cardiossl.platform.fewshot.evaluate import collect_stacks, predict_labels, segmentation_dice
 
     model = segmenter(job.backbone.name, dict(job.backbone.params))
+    if job.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     stacks = collect_stacks(val_samples)
     runs = []
     for _ in range(3):
-        t = time.perf_counter()
+        c = time.process_time()
         for st in stacks.values():
             segmentation_dice(predict_labels(model, st["images"]), st["labels"])
-        runs.append(time.perf_counter() - t)
+        runs.append(time.process_time() - c)
     return statistics.median(runs)
 
 
 def cardiossl_arm(job) -> dict:
-    """Seconds per step of ``finetune()`` between validation callbacks (first interval dropped)."""
-    from cardiossl.platform.finetune import finetune
+    """Seconds per step (CPU, wall) of ``finetune()`` between validation callbacks, validation
+    included (first interval dropped)."""
+    from cardiossl.platform.fewshot.finetune import finetune
 
-    stamps: list[tuple[int, float]] = []
-    t0 = time.perf_counter()
-    res = finetune(job, init=None, log=lambda step, rec: stamps.append((step, time.perf_counter())))
-    total = time.perf_counter() - t0
-    per = [(t1 - t0_) / (s1 - s0) for (s0, t0_), (s1, t1) in zip(stamps[1:], stamps[2:])]
-    return {"interval_s_per_step": per, "total_s": total, "test_dice_mean": res.metrics["test_dice_mean"]}
+    stamps: list[tuple[int, float, float]] = []
+    res = finetune(job, init=None,
+                   log=lambda step, rec: stamps.append((step, time.process_time(), time.perf_counter())))
+    per = [((c1 - c0) / (s1 - s0), (w1 - w0) / (s1 - s0))
+           for (s0, c0, w0), (s1, c1, w1) in zip(stamps[1:], stamps[2:])]
+    return {"cpu": statistics.median(p[0] for p in per), "wall": statistics.median(p[1] for p in per),
+            "test_dice_mean": res.metrics["test_dice_mean"]}
 
 
 def main(argv=None) -> int:
@@ -194,11 +229,11 @@ def main(argv=None) -> int:
     ap.add_argument("--val", type=int, default=2)
     ap.add_argument("--backbone", default="unet_bai")
     ap.add_argument("--backbone-params", default="{}")
-    ap.add_argument("--val-every", type=int, default=25, help="cardiossl validation cadence (steps)")
-    ap.add_argument("--intervals", type=int, default=3, help="timed validation intervals per cardiossl run")
-    ap.add_argument("--plain-steps", type=int, default=40)
+    ap.add_argument("--val-every", type=int, default=20, help="cardiossl validation cadence (steps)")
+    ap.add_argument("--intervals", type=int, default=2, help="timed validation intervals per cardiossl run")
+    ap.add_argument("--plain-steps", type=int, default=22)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads in every arm (default: cores)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in every arm")
     ap.add_argument("--no-monai", action="store_true", help="skip the MONAI UNet arm")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a seconds-long check of the code path")
     ap.add_argument("--json", type=Path, default=None)
@@ -206,54 +241,71 @@ def main(argv=None) -> int:
     if a.quick:
         a.synthetic, a.subjects, a.grid, a.spacing, a.image_size, a.batch_size = True, 7, 48, 3.0, 48, 2
         a.n_train, a.test, a.val, a.backbone, a.backbone_params = 2, 2, 1, "unet", "{depth: 3, width: 4}"
-        a.val_every, a.intervals, a.plain_steps, a.rounds = 2, 2, 4, 1
+        a.val_every, a.intervals, a.plain_steps, a.rounds = 2, 2, 5, 1
     import torch
 
-    a.threads = a.threads or torch.get_num_threads()
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cardiossl-bench-ft-") as tmp:
         root = Path(tmp)
         store, what = make_store(a, root)
-        steps = a.val_every * (a.intervals + 1)
-        job = make_job(store, root, a, steps)
+        job = make_job(store, root, a, a.val_every * (a.intervals + 1))
+        job_nchw = job.model_copy(update={"channels_last": False})
         x, y, split, val = training_tensors(job)
         log(f"{what}: {len(x)} training slices from {len(split['train'])} subjects at {a.image_size} px, "
-            f"batch {a.batch_size}, {a.threads} torch threads, load average {load0[0]:.2f}")
+            f"batch {a.batch_size}, {a.threads} torch thread(s), load average {load0[0]:.2f}")
         costs = {a.backbone: model_cost(segmenter(a.backbone, dict(job.backbone.params)), a.image_size)}
         if not a.no_monai:
             costs["monai_unet"] = model_cost(segmenter("monai_unet", {}), a.image_size)
-        t_val = validation_seconds(job, val)
+        t_val = {"channels_last": validation_seconds(job, val), "nchw": validation_seconds(job_nchw, val)}
+        t_aug = transform_seconds(job)
         rounds = []
         for r in range(a.rounds):
-            row = {}
-            c = cardiossl_arm(job)
-            row["cardiossl_with_val"] = statistics.median(c["interval_s_per_step"])
-            row["cardiossl"] = row["cardiossl_with_val"] - t_val / a.val_every
-            row["plain"] = statistics.median(plain_loop(segmenter(a.backbone, dict(job.backbone.params), r), x, y,
-                                                        job, a.plain_steps, r)[2:])
+            arms = {"cardiossl": cardiossl_arm(job), "cardiossl_nchw": cardiossl_arm(job_nchw)}
+            for k, cl in (("plain", False), ("plain_channels_last", True)):
+                arms[k] = plain_loop(segmenter(a.backbone, dict(job.backbone.params), r), x, y, job,
+                                     a.plain_steps, r, cl)
             if not a.no_monai:
-                row["plain_monai"] = statistics.median(plain_loop(segmenter("monai_unet", {}, r), x, y, job,
-                                                                  a.plain_steps, r)[2:])
-            row["ratio"] = row["cardiossl"] / row["plain"]
-            row["ratio_with_val"] = row["cardiossl_with_val"] / row["plain"]
-            log(f"round {r + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+                arms["plain_monai"] = plain_loop(segmenter("monai_unet", {}, r), x, y, job, a.plain_steps, r)
+            for k, tv in (("cardiossl", t_val["channels_last"]), ("cardiossl_nchw", t_val["nchw"])):
+                arms[k]["cpu_train"] = arms[k]["cpu"] - tv / a.val_every  # validation taken out
+            row = {k: {kk: round(vv, 4) for kk, vv in v.items()} for k, v in arms.items()}
+            row["ratio"] = {
+                "cardiossl_over_plain_same_layout": arms["cardiossl"]["cpu_train"] / arms["plain_channels_last"]["cpu"],
+                "cardiossl_over_plain_as_written": arms["cardiossl"]["cpu_train"] / arms["plain"]["cpu"],
+                "cardiossl_nchw_over_plain": arms["cardiossl_nchw"]["cpu_train"] / arms["plain"]["cpu"],
+                "cardiossl_with_validation_over_plain_as_written": arms["cardiossl"]["cpu"] / arms["plain"]["cpu"],
+                "channels_last_speedup": arms["cardiossl_nchw"]["cpu_train"] / arms["cardiossl"]["cpu_train"],
+            }
+            if "plain_monai" in arms:
+                row["ratio"]["model_over_monai_unet_plain"] = arms["plain"]["cpu"] / arms["plain_monai"]["cpu"]
+            log(f"round {r + 1}: {json.dumps(row)}")
             rounds.append(row)
     load1 = os.getloadavg()
-    med = {k: statistics.median(rw[k] for rw in rounds) for k in rounds[0]}
+
+    def med(arm, key):
+        return statistics.median(rw[arm][key] for rw in rounds)
+
     res = {"data": what, "train_slices": len(x), "image_size": a.image_size, "batch_size": a.batch_size,
            "threads": a.threads, "cpus": os.cpu_count(), "load_average": [round(load0[0], 2), round(load1[0], 2)],
-           "val_every": a.val_every, "validation_s": round(t_val, 3), "model": costs, "rounds": rounds,
-           "median": med}
-    print(f"{what}; {len(x)} slices, {a.image_size} px, batch {a.batch_size}, {a.threads} threads, "
-          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} -> {load1[0]:.2f}; median of {a.rounds} rounds")
-    print(f"{'arm':<34}{'s/step':>9}{'x plain':>9}")
-    print(f"{'plain loop, ' + a.backbone:<34}{med['plain']:>9.3f}{1.0:>9.2f}")
-    print(f"{'cardiossl finetune, ' + a.backbone:<34}{med['cardiossl']:>9.3f}{med['ratio']:>9.2f}   (target <= 1.2)")
-    print(f"{'  + validation every ' + str(a.val_every):<34}{med['cardiossl_with_val']:>9.3f}"
-          f"{med['ratio_with_val']:>9.2f}   (one validation {t_val:.2f} s)")
-    if "plain_monai" in med:
-        print(f"{'plain loop, MONAI UNet 16-256':<34}{med['plain_monai']:>9.3f}{med['plain_monai'] / med['plain']:>9.2f}")
+           "val_every": a.val_every, "validation_cpu_s": t_val, "augment_collate_cpu_s_per_batch": round(t_aug, 4),
+           "model": costs, "rounds": rounds,
+           "median_ratio": {k: round(statistics.median(rw["ratio"][k] for rw in rounds), 3) for k in rounds[0]["ratio"]}}
+    print(f"{what}; {len(x)} slices, {a.image_size} px, batch {a.batch_size}, {a.threads} torch thread(s), "
+          f"{os.cpu_count()} CPUs, load average {load0[0]:.2f} -> {load1[0]:.2f}; median of {a.rounds} round(s)")
+    print(f"{'arm: s per step (wall includes validation)':<52}{'cpu':>8}{'wall':>8}")
+    rows = [("plain loop, " + a.backbone + ", NCHW (as written)", "plain", "cpu"),
+            ("plain loop, " + a.backbone + ", channels-last", "plain_channels_last", "cpu"),
+            ("cardiossl finetune (channels-last), training step", "cardiossl", "cpu_train"),
+            (f"  + validation every {a.val_every} steps", "cardiossl", "cpu"),
+            ("cardiossl finetune, channels_last: false", "cardiossl_nchw", "cpu_train")]
+    if not a.no_monai:
+        rows.append(("plain loop, MONAI UNet 16-256 (the model difference)", "plain_monai", "cpu"))
+    for label, arm, key in rows:
+        print(f"{label:<52}{med(arm, key):>8.3f}{med(arm, 'wall'):>8.3f}")
+    for k, v in res["median_ratio"].items():
+        print(f"ratio {k}: {v}" + ("   (target <= 1.2)" if k == "cardiossl_over_plain_same_layout" else ""))
+    print(f"validation (CPU s): {t_val}; augmentation + collation per batch: {t_aug * 1e3:.1f} ms CPU")
     for name, c in costs.items():
         print(f"model {name}: {c['params_m']} M parameters, {c['gflop_per_image']} GFLOP per image (fwd + bwd)")
     if a.json:
