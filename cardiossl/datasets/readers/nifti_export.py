@@ -40,6 +40,7 @@ from ..records import LA_VIEWS, LABELS, RecordError, SliceRecord, SubjectRecord
 from ..stack_order import order_stack
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
+from .nifti_io import open_nifti
 
 FORMAT = "cardiossl-nifti"
 FORMATS = (FORMAT, "cardiossl-ukbb")  # the second: exports written before the layout was renamed
@@ -193,10 +194,8 @@ def write_export_subject(record: SubjectRecord, folder: Path, *, overwrite: bool
 
 def _load(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(4-D data, RAS affine, header descrip) of one NIfTI file, or ReadError naming the problem."""
-    import nibabel as nib
-
     try:
-        img = nib.load(str(path))
+        img = open_nifti(path)
         data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises many types for damaged files (EOFError, zlib, ...)
         raise ReadError(
