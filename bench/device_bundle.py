@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import re
 import shutil
 import signal
@@ -411,11 +412,14 @@ def prove(bundle: Path, python: str, workdir: Path, torch_spec: str) -> int:
                     "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, sorted(bundle.glob("*.whl")))],
                    check=True)
     log(f"bundle installed to {site} in {time.perf_counter() - t:.1f} s")
-    env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}", RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+    token = site.parent / "ray-token"  # token authentication on, as on every cluster of the project
+    token.write_text(secrets.token_hex(32))
+    env = dict(os.environ, PYTHONPATH=f"{site}:{REPO}", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+               RAY_USAGE_STATS_ENABLED="0",
                OMP_NUM_THREADS="1", PATH=f"{site / 'bin'}:{venv / 'bin'}:{os.environ['PATH']}")
     env.pop("RAY_ADDRESS", None)
     chk = subprocess.run([str(py), "-c", "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]",
-                          "ray.train.torch", "pydantic", "zarr", "numcodecs", "google_crc32c", "cardiossl.platform.train",
+                          "ray.train.torch", "pydantic", "zarr", "numcodecs", "google_crc32c", "cardiossl.platform.training",
                           "cardiossl.datasets.store"], env=env, capture_output=True, text=True)
     if chk.returncode:
         log(chk.stderr[-3000:])

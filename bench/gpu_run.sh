@@ -8,7 +8,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/gpu-run-out}"
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+# The local Ray instances of the checks use token authentication, with a token made for this run.
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=/tmp/gpu-run-ray-token
+python3 -c 'import secrets; print(secrets.token_hex(32))' >"$RAY_AUTH_TOKEN_PATH"
 ls .whl/*.whl >/dev/null 2>&1 || { echo "no wheels in .whl/: run bash bench/device_bundle.sh first" >&2; exit 3; }
 t0=$(date +%s)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 3

@@ -16,7 +16,6 @@ GRID="${GRID:-160}"
 SPACING="${SPACING:-1.5}"
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-difficulty-v$VERSION}"
 export CARDIOSSL_COHORT="$CARDIOSSL_HOME/cohort-v$VERSION-$GRID.zarr"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 unset RAY_ADDRESS  # a local Ray instance, stopped when the study ends
 BIN="${CARDIOSSL_BIN:-.venv/bin}"
