@@ -347,10 +347,16 @@ def print_report(r: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # local proof
 # --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all bound at once, so the OS cannot hand one out twice)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> bool:
@@ -364,7 +370,7 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float) -> bool:
 
 
 TRAINER_CHECK = r"""
-import json, sys, tempfile
+import json, sys, tempfile, time
 import ray, ray.train
 from ray.train.torch import TorchTrainer
 
@@ -383,7 +389,15 @@ def loop(config):
         ray.train.report({"backend": dist.get_backend(), "world": dist.get_world_size(), "sum": float(t.item()),
                           "loss": float(loss)}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-ray.init(address=sys.argv[1])
+for attempt in range(4):  # a loaded machine can take minutes to register the raylet
+    try:
+        ray.init(address=sys.argv[1])
+        break
+    except Exception:
+        ray.shutdown()
+        if attempt == 3:
+            raise
+        time.sleep(15)
 res = TorchTrainer(loop, scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=False),
                    run_config=ray.train.RunConfig(name="bundle-proof", storage_path=tempfile.mkdtemp())).fit()
 print(json.dumps({"ray": ray.__version__, "ray_file": ray.__file__, "metrics": res.metrics}))
@@ -425,12 +439,12 @@ def prove(bundle: Path, python: str, workdir: Path, torch_spec: str) -> int:
         log(chk.stderr[-3000:])
         return 1
     temp = Path(tempfile.mkdtemp(prefix="rb", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    gcs = free_port()
+    gcs, nm, om, agent, agent_grpc, metrics, renv = free_ports(7)
     cmd = [str(site / "bin" / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2", "--num-gpus=0",
            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-           f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-           f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}",
-           f"--runtime-env-agent-port={free_port()}"]
+           f"--node-manager-port={nm}", f"--object-manager-port={om}", f"--dashboard-agent-listen-port={agent}",
+           f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
+           f"--runtime-env-agent-port={renv}"]
     head = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=open(workdir / "ray-head.log", "w"),
                             stderr=subprocess.STDOUT)
     rc = 1
@@ -440,11 +454,18 @@ def prove(bundle: Path, python: str, workdir: Path, torch_spec: str) -> int:
             log(f"`ray start --head` did not open its GCS port; see {workdir / 'ray-head.log'}")
             return 1
         log(f"ray start --head: GCS up in {time.perf_counter() - t:.1f} s")
-        out = subprocess.run([str(py), "-c", TRAINER_CHECK, f"127.0.0.1:{gcs}"], env=env, capture_output=True,
-                             text=True, timeout=600)
-        print(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-3000:])
-        log(f"ray start --head + TorchTrainer (1 worker): rc {out.returncode}, {time.perf_counter() - t:.1f} s")
-        rc = out.returncode
+        check = subprocess.Popen([str(py), "-c", TRAINER_CHECK, f"127.0.0.1:{gcs}"], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 600
+        while check.poll() is None and head.poll() is None and time.time() < deadline:
+            time.sleep(1)
+        if check.poll() is None:  # the head died (see its log) or the check hung: stop waiting for it
+            check.kill()
+            log(f"the Ray head exited ({head.poll()}) or the check timed out; see {workdir / 'ray-head.log'}")
+        text = check.communicate()[0] or ""
+        print(text.strip().splitlines()[-1] if check.returncode == 0 and text.strip() else text[-3000:])
+        log(f"ray start --head + TorchTrainer (1 worker): rc {check.returncode}, {time.perf_counter() - t:.1f} s")
+        rc = check.returncode
     finally:
         try:
             os.killpg(head.pid, signal.SIGTERM)
