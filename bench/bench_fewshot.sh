@@ -9,7 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-bench}"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 unset RAY_ADDRESS  # a local Ray instance with 2 CPUs, stopped when the study ends
 BIN="${CARDIOSSL_BIN:-.venv/bin}"
@@ -25,4 +24,4 @@ echo "wall time: $((end - start)) s"
 R="$CARDIOSSL_HOME/fewshot_report"
 echo "tables: $R/{results,convergence,paired_vs_scratch,clinical,regions}.md"
 echo "figures: $R/dice_vs_n.png $R/validation_curves.png $R/bland_altman_N*.png"
-echo "MLflow: $BIN/mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
+echo "MLflow: $BIN/mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db --workers 1"

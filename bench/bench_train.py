@@ -127,14 +127,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["OMP_NUM_THREADS"] = "1"
     import ray
 
     root = Path(tempfile.mkdtemp(prefix="cardiossl-bench-train-"))
     store = args.store or build_store(root / "cohort.zarr", args.subjects, args.grid)
     ray.init(address="local", num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}})
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
         job1 = make_job(store, root, args, 1, "bench1")
         # interleave the arms so that load from other processes hits both alike

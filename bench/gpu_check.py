@@ -1,145 +1,47 @@
-"""One short GPU check for a single H100/H200: NCCL backend, bf16 throughput, loader vs GPU.
+"""One prepared GPU check for a single H100/H200: the training loop against the card, in one call.
 
-1. NCCL: a 1-worker Ray TorchTrainer with use_gpu=True reports its process-group backend (nccl
-   expected). Without Ray installed, torch.distributed initialises an NCCL group of one directly
-   and all-reduces a CUDA tensor (what TorchConfig(backend="nccl") does inside the worker).
-2. Throughput of the Bai-size U-Net (unet_bai: 5 scales, 16..256 filters) at 192x192, bf16 autocast,
-   channels_last, AdamW, position pretext (boxes), side by side in one run:
-   (a) the platform's training loop (``run_pretraining``) with the DataLoader reading a Zarr cohort
-       store through CohortDataset, augmenting and making targets in worker processes;
-   (b) the same model/loss/optimiser on tensors already on the GPU (the ceiling).
-   GPU utilisation is sampled (NVML) during each. Target: (a) >= 0.9x (b).
+The Bai-size U-Net (``unet_bai``: 5 scales, 16..256 filters) at 192 x 192 with the anatomical-
+position pretext (boxes), bf16 autocast and channels_last, AdamW, measured side by side:
 
-    python bench/gpu_check.py              # on the GPU machine; < 6 minutes; writes $OUT/gpu_check.json
-    python bench/gpu_check.py --cpu-smoke  # tiny CPU run of the same code path (tests use this)
+(a) ``bare``: the same model and loss on one batch already on the GPU (the training process's ceiling);
+(b) ``platform``: ``run_pretraining`` reading the Zarr store through DataLoader workers;
+(c) ``ray``: the same loop inside a one-worker Ray ``TorchTrainer`` with ``use_gpu`` (NCCL process group);
+
+each eager and with ``torch.compile``, at batch 32 and at the largest batch that fits (probed by
+doubling up to ``--max-batch``), and with the augmentation in the loader workers (CPU, per sample)
+against ``augment.on: device`` (one batched ``grid_sample`` on the GPU). The bare loop is also run with
+CUDA graphs (``torch.compile(mode="reduce-overhead")``). Printed per variant: images/s, step time, GPU
+utilisation (NVML), achieved TFLOP/s (forward + backward FLOPs per image counted by
+``torch.utils.flop_counter``) and its share of the card's bf16 matrix rate (measured here with an
+8192^3 product, and the datasheet's); then the ratios loop / bare. Targets: ray >= 0.9x the best bare.
+
+Variants run in priority order against a time budget (``--budget-s``); one that would not fit is
+reported as skipped, so the call ends in time. Results: ``$OUT/gpu_check.json`` and the table.
+
+    bash bench/gpu_run.sh                   # on the GPU machine: install the carried wheels, run this
+    python bench/gpu_check.py --cpu-smoke   # the same code path, tiny, on CPU (tests run this)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import socket
-import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import gpu_arms  # noqa: E402
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-class GpuSampler:
-    """Mean GPU utilisation (%) over a window, from NVML (nvidia-smi as a fallback)."""
-
-    def __init__(self, period: float = 0.2) -> None:
-        self.period = period
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._read = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            h = pynvml.nvmlDeviceGetHandleByIndex(0)
-            self._read = lambda: float(pynvml.nvmlDeviceGetUtilizationRates(h).gpu)
-        except Exception:
-            import shutil
-            import subprocess
-
-            if shutil.which("nvidia-smi"):
-                def read() -> float:
-                    out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                         capture_output=True, text=True, timeout=5)
-                    return float(out.stdout.strip().splitlines()[0])
-
-                self._read = read
-
-    def __enter__(self):
-        if self._read is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.samples.append(self._read())
-            except Exception:
-                pass
-            self._stop.wait(self.period)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def mean(self) -> float | None:
-        s = self.samples[2:] if len(self.samples) > 4 else self.samples  # skip the ramp
-        return round(statistics.mean(s), 1) if s else None
-
-
-# --------------------------------------------------------------------------------------------
-def nccl_check(use_gpu: bool) -> dict:
-    """Backend of a 1-worker TorchTrainer (Ray), else of a torch.distributed group of one."""
-    want = "nccl" if use_gpu else "gloo"
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        ray = None
-    if ray is not None:
-        import ray
-        import ray.train
-        from ray.train.torch import TorchConfig, TorchTrainer
-
-        def loop(_):
-            import torch
-            import torch.distributed as dist
-
-            dev = ray.train.torch.get_device()
-            t = torch.ones(1, device=dev)
-            dist.all_reduce(t)
-            ray.train.report({"backend": dist.get_backend(), "device": str(dev), "sum": float(t.item())})
-
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False)
-        try:
-            storage = tempfile.mkdtemp(prefix="gpu-check-ray-")
-            res = TorchTrainer(loop, torch_config=TorchConfig(backend=want),
-                               scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu),
-                               run_config=ray.train.RunConfig(name="gpu-check", storage_path=storage)).fit()
-            m = dict(res.metrics or {})
-            return {"via": "ray TorchTrainer", "backend": m.get("backend"), "device": m.get("device"),
-                    "ok": m.get("backend") == want and m.get("sum") == 1.0}
-        finally:
-            if started:
-                ray.shutdown()
-    import torch
-    import torch.distributed as dist
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dist.init_process_group(want, init_method=f"tcp://127.0.0.1:{port}", world_size=1, rank=0)
-    try:
-        dev = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
-        t = torch.ones(1, device=dev)
-        dist.all_reduce(t)
-        return {"via": "torch.distributed (ray not installed here)", "backend": dist.get_backend(),
-                "device": str(dev), "ok": dist.get_backend() == want and float(t.item()) == 1.0}
-    finally:
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,32 +60,47 @@ def build_store(path: Path, n_subjects: int, grid: int, spacing: float, frames: 
     with get_context("spawn").Pool(procs) as pool:
         records = pool.map(_synth, [(i, frames) for i in range(n_subjects)])
     store = CohortStore.create(path, grid_size=grid, spacing_mm=spacing)
-    per_part = max(1, len(records) // max(1, procs))
+    per_part = max(1, math.ceil(len(records) / max(1, procs)))
     for k in range(0, len(records), per_part):
         store.write_subjects(records[k:k + per_part])
     store.update_fingerprint()
     return path
 
 
-def make_job(store: Path, root: Path, a) -> object:
+def base_job(store: Path, root: Path, a):
     from cardiossl.platform.config import load_job
 
     sets = {
         "cohort.store": str(store), "cohort.split": "{val: 2, seed: 0}",
-        "image_size": a.image_size, "steps": a.steps, "batch_size": a.batch_size,
-        "backbone.name": a.backbone, "backbone.params": "{}" if a.backbone != "unet" else "{depth: 3, width: 4}",
+        "image_size": a.image_size, "steps": 100, "batch_size": a.batch_size,
+        "backbone.name": a.backbone, "backbone.params": a.backbone_params,
         "loader.num_workers": a.loader_workers, "loader.prefetch_factor": 4,
-        "train.precision": a.precision, "train.channels_last": str(a.channels_last).lower(),
-        "augment.enabled": str(not a.no_augment).lower(),
-        "checkpoint.every_steps": a.steps, "checkpoint.storage_path": str(root / "ckpt"),
-        "mlflow.tracking_uri": f"sqlite:///{root / 'unused.db'}", "mlflow.log_every_steps": a.log_every,
+        "train.precision": a.precision, "train.channels_last": "true",
+        "checkpoint.storage_path": str(root / "ckpt"), "mlflow.tracking_uri": f"sqlite:///{root / 'unused.db'}",
+        "mlflow.system_metrics": "false", "mlflow.figures": "false",
         "validation.every_steps": "null", "validation.max_batches": 1,
     }
     return load_job(REPO / "jobs" / "pretrain_position.yaml", [f"{k}={v}" for k, v in sets.items()], env={})
 
 
-def sample_cost_ms(job, n: int = 128) -> float:
-    """Per-sample CPU cost of the training transform in one process (what each loader worker pays)."""
+def variant(job, *, batch: int, compiled: bool, aug: str, expect_ips: float | None, seconds: float,
+            min_steps: int):
+    """A copy of the job for one loop variant; steps sized to ~``seconds`` at the expected rate."""
+    steps = max(min_steps, math.ceil(seconds * (expect_ips or 0) / batch))
+    d = job.to_dict()
+    d.update(batch_size=batch, steps=steps)
+    d["train"]["compile"] = compiled
+    d["augment"]["on"] = aug
+    d["mlflow"]["log_every_steps"] = max(1, steps // 8)
+    d["checkpoint"]["every_steps"] = steps
+    d["loader"]["prefetch_factor"] = 4 if batch <= 64 else 2
+    from cardiossl.platform.config import load_job_dict
+
+    return load_job_dict(d)
+
+
+def sample_cost_ms(job, n: int = 64) -> float:
+    """CPU milliseconds per sample of the loader's transform (read, augment or draw, target, collate)."""
     import numpy as np
 
     from cardiossl.platform.training import Collate, make_dataset, split_cohort
@@ -191,75 +108,87 @@ def sample_cost_ms(job, n: int = 128) -> float:
     pretext = job.pretext.build()
     ds = make_dataset(job, split_cohort(job)["train"], pretext, train=True)
     idx = np.random.default_rng(0).integers(0, len(ds), n)
-    t = time.perf_counter()
+    keep = tuple(dict.fromkeys([*job.loader.batch_keys, *gpu_arms.device_keys(job)]))
+    t = time.process_time()
     samples = [ds[int(i)] for i in idx]
     for k in range(0, n, job.batch_size):
-        Collate(keep=tuple(job.loader.batch_keys))(samples[k:k + job.batch_size])
-    return round((time.perf_counter() - t) / n * 1e3, 3)
+        Collate(keep=keep)(samples[k:k + job.batch_size])
+    return round((time.process_time() - t) / n * 1e3, 3)
 
 
-def loader_arm(job, device: str) -> dict:
-    from cardiossl.platform.tracking.testing import MemoryTracker
-    from cardiossl.platform.training import LocalSession, run_pretraining
+# --------------------------------------------------------------------------------------------
+class Runner:
+    """Runs variants in order while the budget lasts; a failure is recorded, never fatal."""
 
-    tracker = MemoryTracker()
-    with tempfile.TemporaryDirectory() as tmp, GpuSampler() as gpu:
-        run_pretraining(job, LocalSession(tmp, device=device), tracker)
-    vals = [v for _, v in tracker.history("train/images_per_s")][1:]  # first interval: loader start-up
-    return {"images_per_s": round(statistics.median(vals), 1), "intervals": [round(v, 1) for v in vals],
-            "gpu_util_mean": gpu.mean}
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.rows: list[dict] = []
 
+    def run(self, key: dict, cost_s: float, fn) -> dict:
+        name = " ".join(f"{k}={v}" for k, v in key.items())
+        row = dict(key)
+        if time.time() + cost_s > self.deadline:
+            row["skipped"] = "time budget"
+        else:
+            t = time.time()
+            try:
+                row.update(fn())
+            except Exception as exc:  # report and go on: the other variants still answer
+                row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            row["wall_s"] = round(time.time() - t, 1)
+        log(f"{name}: {json.dumps({k: v for k, v in row.items() if k not in key})}")
+        self.rows.append(row)
+        return row
 
-def tensor_arm(job, device: str, steps: int) -> dict:
-    import numpy as np
-    import torch
-
-    from cardiossl.platform.training import (
-        PretextModel,
-        autocast,
-        build_optimizer,
-        collate,
-        make_dataset,
-        split_cohort,
-        to_device,
-    )
-
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    pretext = job.pretext.build()
-    backbone = job.backbone.build()
-    model = PretextModel(backbone, pretext.build_head(backbone), pretext).to(dev)
-    cl = dev.type == "cuda" if job.train.channels_last == "auto" else bool(job.train.channels_last)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(job.optim, model.parameters())
-    ds = make_dataset(job, split_cohort(job)["train"], pretext, train=True)
-    idx = np.linspace(0, len(ds) - 1, job.batch_size).astype(int)
-    batch = to_device(collate([ds[int(i)] for i in idx]), dev, cl)
-
-    def step():
-        with autocast(dev, job.train.precision):
-            out = model(batch["input"])
-        loss = pretext.loss(out.float(), batch)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    for _ in range(10):
-        step()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    sync()
-    with GpuSampler() as gpu:
-        t = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        float(loss.detach())
-        sync()
-        dt = time.perf_counter() - t
-    return {"images_per_s": round(steps * job.batch_size / dt, 1), "gpu_util_mean": gpu.mean}
+    def get(self, **key) -> dict | None:
+        for r in self.rows:
+            if all(r.get(k) == v for k, v in key.items()) and "images_per_s" in r:
+                return r
+        return None
 
 
+def ratios(rows: list[dict]) -> list[dict]:
+    """loop / bare for each loop variant, against the bare loop of the same batch, compile mode and
+    augmentation place, and against the best bare loop of the run."""
+    bare = [r for r in rows if r["arm"] == "bare" and "images_per_s" in r]
+    best = max(bare, key=lambda r: r["images_per_s"], default=None)
+    out = []
+    for r in rows:
+        if r["arm"] == "bare" or "images_per_s" not in r:
+            continue
+        same = [b for b in bare if b["batch"] == r["batch"] and b["compile"] == r["compile"]]
+        same = next((b for b in same if b["augment"] == r["augment"]), None) or next(
+            (b for b in same if b["augment"] == "none"), None)  # device augmentation: its own bare row if run
+        out.append({k: r[k] for k in ("arm", "batch", "compile", "augment")} | {
+            "over_same_bare": round(r["images_per_s"] / same["images_per_s"], 3) if same else None,
+            "over_best_bare": round(r["images_per_s"] / best["images_per_s"], 3) if best else None})
+    return out
+
+
+def table(res: dict) -> str:
+    peak = res.get("bf16_matmul_tflops")
+    sheet = res.get("datasheet_bf16_tflops")
+    lines = [f"{'arm':<9}{'batch':>6} {'compile':<16}{'augment':<8}{'img/s':>9}{'ms/step':>9}{'GPU %':>7}"
+             f"{'TFLOP/s':>9}{'% mm':>6}{'% sheet':>8}"]
+    for r in res["rows"]:
+        head = f"{r['arm']:<9}{r['batch']:>6} {r['compile']:<16}{r['augment']:<8}"
+        if "images_per_s" not in r:
+            lines.append(head + "  " + (r.get("skipped") or r.get("error", ""))[:70])
+            continue
+        tf = r.get("tflops")
+        lines.append(head + f"{r['images_per_s']:>9.0f}{r['step_ms']:>9.2f}{r.get('gpu_util_mean') or float('nan'):>7.0f}"
+                     f"{tf if tf is not None else float('nan'):>9.1f}"
+                     f"{100 * tf / peak if tf and peak else float('nan'):>6.1f}"
+                     f"{100 * tf / sheet if tf and sheet else float('nan'):>8.1f}")
+    lines.append("ratios (images/s of the loop over the bare loop):")
+    for q in res["ratios"]:
+        lines.append(f"  {q['arm']:<9}{q['batch']:>6} {q['compile']:<16}{q['augment']:<8}"
+                     f"same bare {q['over_same_bare']}  best bare {q['over_best_bare']}")
+    lines.append(f"target: best ray / best bare = {res.get('ray_best_over_bare_best')} (>= 0.9)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny CPU run of the same code path")
@@ -269,72 +198,160 @@ def main(argv=None) -> int:
     ap.add_argument("--spacing", type=float, default=1.4)
     ap.add_argument("--image-size", type=int, default=192)
     ap.add_argument("--backbone", default="unet_bai")
+    ap.add_argument("--backbone-params", default="{}")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--max-batch", type=int, default=1024, help="the largest-batch probe stops here")
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per variant")
+    ap.add_argument("--budget-s", type=float, default=300.0, help="variants that would end later are skipped")
+    ap.add_argument("--ray-reserve-s", type=float, default=110.0, help="budget kept for the Ray arm")
     ap.add_argument("--loader-workers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 4)),
                     help="DataLoader processes (default: CPUs - 4, leaving cores for the training process)")
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
-    ap.add_argument("--channels-last", default=True, action=argparse.BooleanOptionalAction)
-    ap.add_argument("--no-augment", action="store_true")
-    ap.add_argument("--no-ray", action="store_true", help="check NCCL with torch.distributed only")
+    ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray TorchTrainer arm")
+    ap.add_argument("--ray-address", default=None, help="an existing cluster (default: a local one)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu_check.json)")
     a = ap.parse_args(argv)
     if a.cpu_smoke:
         a.subjects, a.frames, a.grid, a.spacing, a.image_size = 4, 2, 64, 2.5, 32
-        a.backbone, a.batch_size, a.steps, a.log_every, a.loader_workers = "unet", 4, 6, 2, 1
-        a.precision = "fp32"
-        a.channels_last = False
+        a.backbone, a.backbone_params, a.batch_size, a.max_batch = "unet", "{depth: 3, width: 4}", 4, 8
+        a.seconds, a.loader_workers, a.budget_s, a.ray_reserve_s = 0.2, 1, 1e9, 0.0
+        a.compile_backend = a.compile_backend or "eager"
     import torch
 
     t0 = time.time()
+    deadline = t0 + a.budget_s
     use_gpu = torch.cuda.is_available() and not a.cpu_smoke
-    device = "cuda" if use_gpu else "cpu"
     if not use_gpu and not a.cpu_smoke:
         log("no CUDA device: run with --cpu-smoke for the CPU path")
         return 2
+    dev = torch.device("cuda" if use_gpu else "cpu")
     if use_gpu:
         torch.backends.cudnn.benchmark = True
-    res: dict = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0) if use_gpu else "cpu",
-                 "cpu_count": os.cpu_count(), "args": {k: str(v) for k, v in vars(a).items()}}
-    log(f"device {res['device']}, torch {torch.__version__}, {os.cpu_count()} CPUs")
-
-    if a.no_ray:
-        sys.modules["ray"] = None  # type: ignore[assignment]
-    res["nccl"] = nccl_check(use_gpu)
-    log(f"process group: {res['nccl']}")
+    gpu_arms.use_compile_backend(a.compile_backend)
+    name = torch.cuda.get_device_name(0) if use_gpu else "cpu"
+    res: dict = {"torch": torch.__version__, "device": name, "cpu_count": os.cpu_count(),
+                 "args": {k: str(v) for k, v in vars(a).items()}}
+    log(f"device {name}, torch {torch.__version__}, {os.cpu_count()} CPUs, budget {a.budget_s:.0f} s")
 
     root = Path(tempfile.mkdtemp(prefix="gpu-check-"))
     t = time.time()
     store = build_store(root / "cohort.zarr", a.subjects, a.grid, a.spacing, a.frames,
-                        procs=max(1, min(16, (os.cpu_count() or 2))))
+                        procs=max(1, min(16, os.cpu_count() or 2)))
     res["store_build_s"] = round(time.time() - t, 1)
-    job = make_job(store, root, a)
-    log(f"store with {a.subjects} subjects at {a.grid}x{a.grid} built in {res['store_build_s']} s")
+    job = base_job(store, root, a)
+    log(f"store: {a.subjects} synthetic subjects at {a.grid} px in {res['store_build_s']} s")
 
-    res["loader_ms_per_sample_one_process"] = sample_cost_ms(job)
-    log(f"one loader process: {res['loader_ms_per_sample_one_process']} ms per sample "
-        f"(read + augment + target + collate); {a.loader_workers} workers")
-    res["tensors_on_gpu"] = tensor_arm(job, device, a.steps)
-    log(f"tensors already on the device: {res['tensors_on_gpu']}")
-    res["zarr_loader"] = loader_arm(job, device)
-    log(f"platform loop, Zarr loader:     {res['zarr_loader']}")
-    res["tensors_on_gpu_again"] = tensor_arm(job, device, a.steps)  # drift check
+    flops = gpu_arms.train_flops_per_image(job, dev)
+    res["gflop_per_image_fwd_bwd"] = round(flops / 1e9, 3)
+    res["bf16_matmul_tflops"] = round(gpu_arms.matmul_tflops(dev, 8192 if use_gpu else 256), 1)
+    res["datasheet_bf16_tflops"] = next((v for k, v in gpu_arms.DATASHEET_BF16_TFLOPS.items() if k in name), None)
+    for aug in ("loader", "device"):
+        res[f"loader_cpu_ms_per_sample_{aug}_augment"] = sample_cost_ms(variant(
+            job, batch=a.batch_size, compiled=False, aug=aug, expect_ips=None, seconds=0, min_steps=1))
+    log(f"{res['gflop_per_image_fwd_bwd']} GFLOP per training image; matmul {res['bf16_matmul_tflops']} TFLOP/s; "
+        f"loader CPU ms/sample: augment in loader {res['loader_cpu_ms_per_sample_loader_augment']}, "
+        f"on device {res['loader_cpu_ms_per_sample_device_augment']}")
+    probe = gpu_arms.largest_batch(job, dev, a.batch_size * 2, a.max_batch)
+    res["largest_batch"] = probe
+    big = probe["batch"]
+    log(f"largest batch probe: {probe}")
+
+    run = Runner(deadline - a.ray_reserve_s)
+    min_steps = 4 if a.cpu_smoke else 30
+    compile_s = 5 if a.cpu_smoke else 90
+    modes = {"eager": None, "compiled": "default"}
+
+    def bare(batch, mode, aug="none", cost=None):
+        j = variant(job, batch=batch, compiled=False, aug="device" if aug == "device" else "loader",
+                    expect_ips=None, seconds=0, min_steps=1)
+        return run.run({"arm": "bare", "batch": batch, "compile": mode, "augment": aug},
+                       cost or a.seconds + 10, lambda: gpu_arms.bare_arm(
+                           j, dev, batch_size=batch, compile_mode=modes.get(mode, mode), seconds=a.seconds,
+                           flops_per_image=flops))
+
+    def platform(batch, mode, aug, cost=None):
+        ref = run.get(arm="bare", batch=batch, compile=mode) or run.get(arm="bare", batch=batch)
+        j = variant(job, batch=batch, compiled=mode == "compiled", aug=aug,
+                    expect_ips=ref["images_per_s"] if ref else None, seconds=a.seconds * 1.5, min_steps=min_steps)
+        return run.run({"arm": "platform", "batch": batch, "compile": mode, "augment": aug},
+                       cost or a.seconds * 1.5 + 15, lambda: gpu_arms.platform_arm(j, dev, flops))
+
+    b = a.batch_size
+    if a.cpu_smoke:  # the code path, not the figures: each arm, compile mode and augmentation place once
+        bare(b, "eager")
+        platform(b, "eager", "loader")
+        bare(big, "compiled", cost=a.seconds + compile_s)
+        platform(big, "compiled", "device", cost=a.seconds * 1.5 + 30)
+        bare(big, "eager", "device")
+        best_mode = "compiled"
+    else:  # in priority order: eager answers first, compiled variants when time allows
+        bare(b, "eager")
+        platform(b, "eager", "loader")
+        platform(b, "eager", "device")
+        bare(big, "eager")
+        platform(big, "eager", "loader")
+        bare(big, "compiled", cost=a.seconds + compile_s)
+        platform(big, "compiled", "loader", cost=a.seconds * 1.5 + 30)
+        bare(b, "compiled", cost=a.seconds + compile_s)
+        platform(b, "compiled", "loader", cost=a.seconds * 1.5 + 30)
+        compiled_wins = (run.get(arm="platform", batch=big, compile="compiled") or {}).get("images_per_s", 0) > (
+            run.get(arm="platform", batch=big, compile="eager") or {}).get("images_per_s", 0)
+        best_mode = "compiled" if compiled_wins else "eager"
+        platform(big, best_mode, "device")
+        bare(b, "eager", "device")
+        bare(big, "eager", "device")
+        best_batch = max((r for r in run.rows if r["arm"] == "bare" and "images_per_s" in r),
+                         key=lambda r: r["images_per_s"], default={"batch": b})["batch"]
+        bare(best_batch, "reduce-overhead", cost=a.seconds + compile_s)  # CUDA graphs
+
+    if not a.no_ray:
+        plan = [(b, "eager", "loader"), (big, best_mode, "loader"), (big, best_mode, "device"),
+                (b, "compiled", "loader"), (big, "eager", "loader")]
+        if a.cpu_smoke:  # the code path, not the figures: two variants, one of each augmentation place
+            plan = [(b, "eager", "loader"), (big, "compiled", "device")]
+        variants = []
+        for batch, mode, aug in plan:
+            ref = run.get(arm="bare", batch=batch, compile=mode) or run.get(arm="bare", batch=batch)
+            j = variant(job, batch=batch, compiled=mode == "compiled", aug=aug,
+                        expect_ips=ref["images_per_s"] if ref else None, seconds=a.seconds * 1.5, min_steps=min_steps)
+            variants.append((f"{batch}|{mode}|{aug}", j.to_dict(), a.seconds * 1.5 + 15))
+        t = time.time()
+        try:
+            ray_res = gpu_arms.ray_arm(variants, use_gpu=use_gpu, deadline=deadline, address=a.ray_address,
+                                       compile_backend=a.compile_backend, flops_per_image=flops,
+                                       num_cpus=os.cpu_count() or 2)
+        except Exception as exc:
+            ray_res = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
+        res["ray"] = {k: v for k, v in ray_res.items() if k != "variants"}
+        log(f"ray: {json.dumps(res['ray'])} ({time.time() - t:.0f} s)")
+        for key, row in ray_res.get("variants", {}).items():
+            batch, mode, aug = key.split("|")
+            run.rows.append({"arm": "ray", "batch": int(batch), "compile": mode, "augment": aug, **row})
+            log(f"arm=ray batch={batch} compile={mode} augment={aug}: {json.dumps(row)}")
+    run.deadline = deadline + 60  # the drift check always runs
+    bare(b, "eager", cost=0)
+
     import shutil
 
     shutil.rmtree(root, ignore_errors=True)
-    ceiling = (res["tensors_on_gpu"]["images_per_s"] + res["tensors_on_gpu_again"]["images_per_s"]) / 2
-    res["ratio_loader_over_tensors"] = round(res["zarr_loader"]["images_per_s"] / ceiling, 3)
-    res["target_met"] = res["ratio_loader_over_tensors"] >= 0.9
+    res["rows"] = run.rows
+    res["ratios"] = ratios(run.rows)
+    best = {arm: max((r["images_per_s"] for r in run.rows if r["arm"] == arm and "images_per_s" in r), default=None)
+            for arm in ("bare", "platform", "ray")}
+    res["best_images_per_s"] = best
+    if best["bare"] and best["ray"]:
+        res["ray_best_over_bare_best"] = round(best["ray"] / best["bare"], 3)
+    if best["bare"] and best["platform"]:
+        res["platform_best_over_bare_best"] = round(best["platform"] / best["bare"], 3)
     res["total_s"] = round(time.time() - t0, 1)
-    log(f"ratio loader / tensors = {res['ratio_loader_over_tensors']} (target >= 0.9); total {res['total_s']} s")
-
     out = a.out or (Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=1))
         log(f"wrote {out}")
-    print(json.dumps(res))
+    print(table(res))
+    print(f"total {res['total_s']} s on {name}")
     return 0
 
 

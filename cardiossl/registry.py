@@ -2,7 +2,10 @@
 
 A decorator registers a class or factory under a name. A duplicate name raises and names both
 sources (timm silently overwrites; we refuse). Third-party packages register through an
-entry-point group that is loaded lazily on the first lookup, as zarr-python does for codecs.
+entry-point group that is loaded lazily on the first lookup, as zarr-python does for codecs. A
+broken entry point (its module fails to import, its object is missing, its name clashes) is skipped
+with a ``PluginWarning`` and kept in ``load_errors`` (``cardiossl plugins list`` shows it): one bad
+installed package must not hide the built-ins or the other plugins.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import inspect
+import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -20,6 +25,20 @@ T = TypeVar("T")
 
 class RegistryError(LookupError):
     """Raised for unknown or duplicate names; the message lists what exists."""
+
+
+class PluginWarning(UserWarning):
+    """A third-party plugin that could not be loaded and was skipped."""
+
+
+@dataclass(frozen=True)
+class LoadError:
+    """An entry point that was skipped: its name, where it came from and why."""
+
+    kind: str
+    name: str
+    source: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,7 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = entry_point_group is None
         self._lock = threading.RLock()
+        self.load_errors: list[LoadError] = []  # broken entry points, skipped
 
     # registration ---------------------------------------------------------------------------
     def register(self, name: str | None = None) -> Callable[[T], T]:
@@ -88,22 +108,29 @@ class Registry(Generic[T]):
                 source = f"entry point {ep.name} = {ep.value}{dist_name}"
                 try:
                     obj = ep.load()
-                except Exception as exc:  # a broken plugin must not hide the others
-                    raise RegistryError(
-                        f"could not load {self.kind} plugin from {source}: {type(exc).__name__}: {exc}"
-                    ) from exc
-                # Loading the module may already have registered it via the decorator.
-                current = self._entries.get(ep.name)
-                if current is not None and current.obj is obj:
-                    self._entries[ep.name] = Entry(ep.name, obj, source)
-                    continue
-                self.add(ep.name, obj, source)
+                    # Loading the module may already have registered it via the decorator.
+                    current = self._entries.get(ep.name)
+                    if current is not None and current.obj is obj:
+                        self._entries[ep.name] = Entry(ep.name, obj, source)
+                        continue
+                    self.add(ep.name, obj, source)
+                except (Exception, SystemExit) as exc:  # one broken plugin must not hide the others
+                    error = str(exc) if isinstance(exc, RegistryError) else f"{type(exc).__name__}: {exc}"
+                    self.load_errors.append(LoadError(self.kind, ep.name, source, error))
+                    warnings.warn(f"cardiossl: skipped the {self.kind} plugin from {source}: {error}",
+                                  PluginWarning, stacklevel=4)
 
     def get(self, name: str) -> T:
         self._load_entry_points()
         try:
             return self._entries[name].obj
         except KeyError:
+            broken = [e for e in self.load_errors if e.name == name]
+            if broken:
+                raise RegistryError(
+                    f"{self.kind} {name!r} is a plugin that could not be loaded ({broken[0].source}): "
+                    f"{broken[0].error}; fix or uninstall that package"
+                ) from None
             known = sorted(self._entries)
             hint = difflib.get_close_matches(name, known, n=1)
             did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -143,7 +170,14 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
 
 
+def plain_doc(text: str) -> str:
+    """reST markup of a docstring as plain text: ``code`` and :role:`target` -> code, target."""
+    text = re.sub(r":[\w.]+:`~?([^`]+)`", r"\1", text)
+    text = re.sub(r"``([^`]+)``", r"\1", text)
+    return re.sub(r"`([^`]+)`_?", r"\1", text)
+
+
 def describe(obj: object) -> str:
-    """First line of a plugin's docstring, for `cardiossl plugins list`."""
+    """First line of a plugin's docstring, as plain text, for `cardiossl plugins list`."""
     doc = inspect.getdoc(obj) or ""
-    return doc.splitlines()[0] if doc else ""
+    return plain_doc(doc.splitlines()[0]) if doc else ""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The embedded default, end to end (about 10 minutes on 2 cores, after a first-time install):
-#   synthetic cohort written as UK Biobank-like NIfTI -> `cardiossl ingest` into the Zarr store ->
+#   synthetic cohort written as NIfTI (the cardiossl export) -> `cardiossl ingest` into the Zarr store ->
 #   cohort summary -> the few-shot study's held-out split (10 test + 2 validation subjects) -> a local
 #   Ray cluster (`ray start`) -> anatomical-position pretraining WITHOUT the held-out subjects,
 #   submitted with `ray job submit` -> encoder registered in MLflow -> few-shot fine-tuning with 5
@@ -23,10 +23,14 @@ SUBJECTS="${CARDIOSSL_DEMO_SUBJECTS:-30}"
 PRETRAIN_SET=(--set image_size=64 --set steps=800 --set batch_size=16 --set checkpoint.every_steps=200
               --set validation.every_steps=400 --set mlflow.system_metrics=false)
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then  # bold headings on a terminal; plain text in a log file
+    step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n== %s\n' "$*"; }
+fi
 t0=$(date +%s)
 
-step "1/6 synthetic cohort: $SUBJECTS subjects, UK Biobank-like NIfTI layout"
+step "1/6 synthetic cohort: $SUBJECTS subjects, as NIfTI (the cardiossl export)"
 cardiossl synth --subjects "$SUBJECTS" --seed 0 --frames 4 --format nifti --workers 2 \
     --out "$CARDIOSSL_HOME/nifti"
 
@@ -81,5 +85,5 @@ echo
 cat "$R/convergence.md"
 echo
 echo "plots:  $R/dice_vs_n.png $R/validation_curves.png $R/bland_altman_N5.png"
-echo "MLflow: mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db"
+echo "MLflow: mlflow ui --backend-store-uri sqlite:///$CARDIOSSL_HOME/mlflow.db --workers 1"
 echo "demo finished in $(( $(date +%s) - t0 )) s"

@@ -3,6 +3,10 @@
 Ray and MLflow processes are started in their own process groups and stopped by group id in the
 teardown, so a test session never touches Ray or MLflow processes it did not start (``ray stop``
 would stop every Ray process of the user on the machine).
+
+Every Ray cluster of the session uses token authentication (``RAY_AUTH_MODE=token``) with a token
+generated for the session in a private temporary file (``RAY_AUTH_TOKEN_PATH``), set for this
+process and every process it starts: the user's own ``~/.ray/auth_token`` is neither read nor written.
 """
 
 from __future__ import annotations
@@ -24,6 +28,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
+_TOKEN_DIR: str | None = None
+
+
+def pytest_configure(config) -> None:
+    """A Ray token for this test session, as Ray generates one (256 random bits, hex), readable by us only."""
+    global _TOKEN_DIR
+    import secrets
+
+    _TOKEN_DIR = tempfile.mkdtemp(prefix="cardiossl-ray-auth-")
+    token = Path(_TOKEN_DIR) / "auth_token"
+    fd = os.open(token, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    os.environ.pop("RAY_AUTH_TOKEN", None)
+
+
+def pytest_unconfigure(config) -> None:
+    if _TOKEN_DIR:
+        shutil.rmtree(_TOKEN_DIR, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,6 +96,16 @@ def tiny_pretrain_overrides(store: Path, root: Path, pretext: str = "position", 
     return [f"{k}={v}" for k, v in sets.items()]
 
 
+def plugin_guide_example(folder: Path) -> Path:
+    """The complete example of docs/plugins.md written to ``folder/my_pretexts.py``, as a reader would."""
+    text = (REPO / "docs" / "plugins.md").read_text()
+    start = text.index('```python\n"""my_pretexts.py') + len("```python\n")
+    code = text[start:text.index("```", start)]
+    path = Path(folder) / "my_pretexts.py"
+    path.write_text(code)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # processes
 # --------------------------------------------------------------------------------------------
@@ -83,11 +118,16 @@ def free_port() -> int:
 def _env(**extra) -> dict:
     env = dict(os.environ)
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"  # `python` in job entrypoints
-    env["RAY_AUTH_MODE"] = "disabled"
+    env["RAY_AUTH_MODE"] = "token"  # the session's token (pytest_configure): clusters refuse anyone without it
     env.pop("RAY_ADDRESS", None)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra)
     return env
+
+
+def ray_token() -> str:
+    """The session's Ray token (what a client sends as ``Authorization: Bearer <token>``)."""
+    return Path(os.environ["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
 
 
 def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -198,7 +238,9 @@ def start_ray_head(num_cpus: int = 4) -> RayCluster:
         if proc.poll() is not None:
             raise RuntimeError(f"`ray start --head` exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{cluster.dashboard_url}/api/version", timeout=5) as r:
+            request = urllib.request.Request(f"{cluster.dashboard_url}/api/version",
+                                             headers={"Authorization": f"Bearer {ray_token()}"})
+            with urllib.request.urlopen(request, timeout=5) as r:
                 if r.status == 200:
                     break
         except OSError:
@@ -218,7 +260,7 @@ def stop_ray(cluster: RayCluster) -> None:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One real head per test session (``ray start --head --block`` on free ports, 4 logical CPUs,
-    RAY_AUTH_MODE=disabled, usage stats off); stopped by process group at the end."""
+    token authentication with the session's token, usage stats off); stopped by process group at the end."""
     cluster = start_ray_head(num_cpus=4)
     try:
         yield cluster

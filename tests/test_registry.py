@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from cardiossl.registry import Registry, RegistryError
+from cardiossl.registry import PluginWarning, Registry, RegistryError
 
 
 def test_decorator_registers_under_given_name_and_default_name():
@@ -108,7 +108,7 @@ def test_entry_points_load_lazily_on_first_lookup(monkeypatch):
     assert calls == ["plug"]  # loaded once
 
 
-def test_entry_point_clashing_with_builtin_raises(monkeypatch):
+def test_entry_point_clashing_with_builtin_is_reported_and_skipped(monkeypatch):
     group = "cardiossl.test-clash"
     real = importlib.metadata.entry_points
 
@@ -121,10 +121,13 @@ def test_entry_point_clashing_with_builtin_raises(monkeypatch):
         lambda **kw: [_FakeEntryPoint("builtin", "x:Other", lambda: Other, [])] if kw.get("group") == group else real(**kw),
     )
     reg = Registry("widget", group)
-    reg.add("builtin", object(), source="cardiossl.builtin:Thing")
-    with pytest.raises(RegistryError) as info:
-        reg.names()
-    assert "cardiossl.builtin:Thing" in str(info.value) and "fake-plugin-dist" in str(info.value)
+    builtin = object()
+    reg.add("builtin", builtin, source="cardiossl.builtin:Thing")
+    with pytest.warns(PluginWarning, match="skipped the widget plugin") as info:
+        assert reg.names() == ["builtin"] and reg.get("builtin") is builtin  # the built-in stays
+    message = str(info[0].message)
+    assert "cardiossl.builtin:Thing" in message and "fake-plugin-dist" in message
+    assert [e.name for e in reg.load_errors] == ["builtin"] and "duplicate" in reg.load_errors[0].error
 
 
 def test_project_registries_hold_the_builtins():

@@ -31,7 +31,7 @@ class UNetConfig(BaseModel):
     width: int = Field(16, ge=1, description="filters at the first scale; doubled at each scale")
     max_width: int = Field(512, ge=1, description="cap on the filters of the deeper scales")
     norm: Norm = Field("batch", description="normalisation after every convolution")
-    convs_per_stage: int = Field(2, ge=1, le=4)
+    convs_per_stage: int = Field(2, ge=1, le=4, description="3x3 convolutions per scale")
 
     def channels(self) -> list[int]:
         return [min(self.width * 2**k, self.max_width) for k in range(self.depth)]
@@ -158,3 +158,9 @@ def unet_bai(**overrides) -> UNet:
 def unet_tiny(**overrides) -> UNet:
     """3 scales of 4, 8, 16 filters: seconds per step on a CPU, for tests."""
     return UNet(**{**PRESETS["unet_tiny"], **overrides})
+
+
+# What `cardiossl plugins show` lists for these factories (their params are UNetConfig's, with the
+# presets as defaults); params are still checked by building the module, so job hashes are unchanged.
+for _factory, _preset in ((unet, {}), (unet_bai, PRESETS["unet_bai"]), (unet_tiny, PRESETS["unet_tiny"])):
+    _factory.params_model, _factory.param_defaults = UNetConfig, dict(_preset)

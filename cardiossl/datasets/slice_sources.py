@@ -3,13 +3,15 @@
 The backend decides training throughput, so it is swappable (and the benchmark swaps it):
 
 * ``ShardFileSource`` ("shard", the default): reads the store's own sharded Zarr v3 arrays directly.
-  Each shard index (offset, length per chunk, checked by its crc32c) is read once and cached; a sample
-  is then one ``pread`` of one compressed chunk and one Blosc decompression. No event loop, no
-  per-call planning: ~35 us per random 128x128 slice on one core here, against ~400 us for a
+  Each shard index (offset, length per chunk, checked by its crc32c) is read once and kept with the
+  open file in one process-wide LRU (``OPEN_SHARDS``, capped); a sample is then one ``pread`` of one
+  compressed chunk, its crc32c check (schema version 2) and one Blosc decompression. No event loop,
+  no per-call planning: ~35 us per random 128x128 slice on one core here, against ~400 us for a
   single-slice tensorstore read and ~2.6 ms for zarr-python (STACK-NOTES), so plain random access is
   fast and a shard-aware sampler only adds page-cache locality. It accepts exactly the codec
-  chain the store writes and refuses anything else (``UnsupportedLayout``), so it can never
-  misread foreign data.
+  chains the store writes and refuses anything else (``UnsupportedLayout``), so it can never
+  misread foreign data; a missing, truncated or damaged shard raises ``DamagedDataError`` naming
+  the file (``CohortDataset`` adds the subject).
 * ``TensorStoreSource`` ("tensorstore"): the general reader (any zarr v3 codec, remote kvstores); its
   per-call cost is high, so it reads aligned blocks of slices and keeps an LRU of decoded blocks,
   which pays off with BlockShuffleSampler's order.
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store.layout import NO_CHUNK, decode_shard_index, read_layout
+from .store.layout import NO_CHUNK, DamagedDataError, decode_shard_index, read_layout, strip_crc
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,115 @@ class SliceSource:
 
 
 # ---------------------------------------------------------------------------------------------
-class _ShardedArray:
-    """One sharded zarr v3 array with chunk = one slice, bytes(little) -> blosc inside shards."""
+def _default_max_open() -> int:
+    """A quarter of this process's soft limit on open files, between 8 and 512."""
+    try:
+        import resource
 
-    def __init__(self, path: Path, max_open: int = 64) -> None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY or soft <= 0:
+            soft = 4096
+    except (ImportError, OSError, ValueError):
+        soft = 1024
+    return max(8, min(512, soft // 4))
+
+
+class OpenShards:
+    """One LRU of open shard files per process: ``(fd, shard index)`` by path, at most ``cap`` open.
+
+    A store of 50,000 parts has 100,000+ shard files; a cache per array (or per part) would hold an
+    unbounded number of descriptors and fail with "Too many open files". Every direct reader of the
+    process shares this one (``set_max_open_files`` or ``CARDIOSSL_MAX_OPEN_FILES`` set the cap,
+    else a quarter of the soft RLIMIT_NOFILE). Reads hold the lock for the index lookup and the
+    ``pread`` (microseconds), so an evicted descriptor is never in use; decompression runs outside.
+    """
+
+    def __init__(self) -> None:
+        self._lru: OrderedDict[str, tuple[int, np.ndarray] | None] = OrderedDict()
+        self._lock = threading.Lock()
+        env = os.environ.get("CARDIOSSL_MAX_OPEN_FILES")
+        self.cap: int | None = int(env) if env else None
+        self.opened = 0  # files opened so far (a measure of cache misses)
+
+    def _entry(self, path: str, rows: int, index_nbytes: int, missing_ok: bool):
+        entry = self._lru.get(path, False)
+        if entry is not False:
+            self._lru.move_to_end(path)
+            return entry
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise DamagedDataError(f"{path}: shard file is missing", path) from None
+            entry = None  # version 1: a shard whose chunks are all the fill value is not written
+        else:
+            self.opened += 1
+            try:
+                size = os.fstat(fd).st_size
+                if size < index_nbytes:
+                    raise DamagedDataError(f"{path}: shard file is truncated ({size} bytes, its index alone "
+                                           f"needs {index_nbytes})", path)
+                index = decode_shard_index(os.pread(fd, index_nbytes, size - index_nbytes), rows)
+                if index is None:
+                    raise DamagedDataError(f"{path}: shard index is truncated or corrupt (crc32c mismatch)", path)
+            except BaseException:
+                os.close(fd)
+                raise
+            entry = (fd, index)
+        self._lru[path] = entry
+        cap = self.cap or _default_max_open()
+        while len(self._lru) > cap:
+            _, old = self._lru.popitem(last=False)
+            if old is not None:
+                os.close(old[0])
+        return entry
+
+    def read(self, path: str, rows: int, index_nbytes: int, j: int, missing_ok: bool) -> bytes | None:
+        """The stored bytes of chunk ``j`` of the shard at ``path``; None for a chunk not stored."""
+        with self._lock:
+            entry = self._entry(path, rows, index_nbytes, missing_ok)
+            if entry is None:
+                return None
+            fd, index = entry
+            off, nbytes = index[j]
+            if off == NO_CHUNK:
+                return None
+            data = os.pread(fd, int(nbytes), int(off))
+        if len(data) != int(nbytes):
+            raise DamagedDataError(f"{path}: shard file is truncated (chunk {j} needs bytes {int(off)}.."
+                                   f"{int(off) + int(nbytes)})", path)
+        return data
+
+    @property
+    def open_count(self) -> int:
+        return sum(e is not None for e in self._lru.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            for entry in self._lru.values():
+                if entry is not None:
+                    os.close(entry[0])
+            self._lru.clear()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's lock may be held by a thread that does not exist here."""
+        self._lock = threading.Lock()
+        self.clear()
+
+
+OPEN_SHARDS = OpenShards()
+os.register_at_fork(after_in_child=OPEN_SHARDS._after_fork)
+
+
+def set_max_open_files(n: int | None) -> None:
+    """Cap the direct readers' open shard files in this process (None: a quarter of RLIMIT_NOFILE)."""
+    OPEN_SHARDS.cap = None if n is None else max(1, int(n))
+
+
+class _ShardedArray:
+    """One sharded zarr v3 array with chunk = one slice, bytes(little) -> blosc (-> crc32c) in shards."""
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         layout = read_layout(path)
         if layout is None or not layout.sharded:
@@ -64,79 +171,74 @@ class _ShardedArray:
         self.fill = np.full(self.shape[1:], layout.fill_value, dtype=self.dtype)
         self.fill.setflags(write=False)
         self._nbytes_index = layout.index_nbytes
-        self._open: OrderedDict[int, tuple[int, np.ndarray] | None] = OrderedDict()
-        self._max_open = max_open
-        self._lock = threading.Lock()
-
-    def _shard(self, s: int):
-        """(fd, index) of shard ``s`` or None when it was never written; call with the lock held."""
-        if s in self._open:
-            self._open.move_to_end(s)
-            return self._open[s]
-        key = self.layout.chunk_path(self.path, s)
-        try:
-            fd = os.open(key, os.O_RDONLY)
-        except FileNotFoundError:
-            entry = None  # a shard whose chunks are all the fill value is not written
-        else:
-            size = os.fstat(fd).st_size
-            index = decode_shard_index(os.pread(fd, self._nbytes_index, size - self._nbytes_index), self.shard)
-            if index is None:
-                os.close(fd)
-                raise OSError(f"{key}: shard index is truncated or corrupt (crc32c mismatch)")
-            entry = (fd, index)
-        self._open[s] = entry
-        while len(self._open) > self._max_open:
-            _, old = self._open.popitem(last=False)
-            if old is not None:
-                os.close(old[0])
-        return entry
+        self._shard_paths: dict[int, str] = {}
 
     def read(self, row: int) -> np.ndarray:
         from numcodecs import blosc
 
-        with self._lock:  # a source may be shared by threads; an evicted fd must not be in use
-            entry = self._shard(row // self.shard)
-            if entry is None:
-                return self.fill
-            fd, index = entry
-            off, nbytes = index[row % self.shard]
-            if off == NO_CHUNK:
-                return self.fill
-            data = os.pread(fd, int(nbytes), int(off))
-        raw = blosc.decompress(data)
+        if not 0 <= row < self.shape[0]:
+            raise IndexError(f"{self.path}: row {row} outside 0..{self.shape[0] - 1}")
+        s = row // self.shard
+        key = self._shard_paths.get(s)
+        if key is None:
+            key = self._shard_paths[s] = str(self.layout.chunk_path(self.path, s))
+        data = OPEN_SHARDS.read(key, self.shard, self._nbytes_index, row % self.shard,
+                                missing_ok=not self.layout.checksum)
+        if data is None:
+            return self.fill
+        if self.layout.checksum:
+            data = strip_crc(data, f"{key} (row {row})")
+        try:
+            raw = blosc.decompress(data)
+        except (RuntimeError, ValueError) as exc:
+            raise DamagedDataError(f"{key} (row {row}): chunk cannot be decoded ({exc})", key) from None
         return np.frombuffer(raw, dtype=self.dtype).reshape(self.shape[1:])
 
     def close(self) -> None:
-        with self._lock:
-            for entry in self._open.values():
-                if entry is not None:
-                    os.close(entry[0])
-            self._open.clear()
+        pass  # descriptors live in OPEN_SHARDS
 
 
 class ShardFileSource(SliceSource):
+    """Direct shard reads; a part's arrays are opened on its first read (no per-part work up front),
+    and a part in a layout this reader does not handle is read through tensorstore instead."""
+
     def __init__(self, store_path, part_ids: list[str]) -> None:
+        self.store_path = store_path
         self.root = Path(store_path) / "parts"
         self.part_ids = list(part_ids)
         self._arrays: dict[tuple[int, str], _ShardedArray] = {}
+        self._fallback: TensorStoreSource | None = None
+        self._fallback_parts: set[int] = set()
 
     def _array(self, part: int, name: str) -> _ShardedArray:
         key = (part, name)
         arr = self._arrays.get(key)
         if arr is None:
-            arr = self._arrays[key] = _ShardedArray(self.root / self.part_ids[part] / name)
+            path = self.root / self.part_ids[part] / name
+            try:
+                arr = self._arrays[key] = _ShardedArray(path)
+            except FileNotFoundError:
+                raise DamagedDataError(f"{path}: array metadata (zarr.json) is missing", path) from None
         return arr
 
     def read(self, part, row, with_label):
-        image = self._array(part, "image").read(row)
-        label = self._array(part, "label").read(row) if with_label else None
-        return image, label
+        if part not in self._fallback_parts:
+            try:
+                image = self._array(part, "image").read(row)
+                label = self._array(part, "label").read(row) if with_label else None
+                return image, label
+            except UnsupportedLayout as exc:
+                log.warning("direct shard reader cannot read part %s (%s); using tensorstore for it",
+                            self.part_ids[part], exc)
+                self._fallback_parts.add(part)
+                if self._fallback is None:
+                    self._fallback = TensorStoreSource(self.store_path, self.part_ids)
+        return self._fallback.read(part, row, with_label)
 
     def close(self) -> None:
-        for arr in self._arrays.values():
-            arr.close()
         self._arrays.clear()
+        if self._fallback is not None:
+            self._fallback.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,18 +315,10 @@ READER_NAMES = ("shard", "tensorstore", "memory")
 
 
 def open_source(kind: str, store_path, part_ids: list[str]) -> SliceSource:
-    """Open the named backend; "shard" falls back to tensorstore for a layout it does not handle."""
+    """Open the named backend; "shard" falls back to tensorstore for a part whose layout it does not
+    handle. Nothing is read up front: a loader worker touches only the parts it samples."""
     if kind == "shard":
-        src = ShardFileSource(store_path, part_ids)
-        try:
-            for i in range(len(part_ids)):
-                src._array(i, "image")
-                src._array(i, "label")
-        except UnsupportedLayout as exc:
-            src.close()
-            log.warning("direct shard reader cannot read this store (%s); using tensorstore", exc)
-            return TensorStoreSource(store_path, part_ids)
-        return src
+        return ShardFileSource(store_path, part_ids)
     if kind == "tensorstore":
         return TensorStoreSource(store_path, part_ids)
     if kind == "memory":

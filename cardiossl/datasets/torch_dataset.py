@@ -4,7 +4,8 @@ A sample is a dict (MONAI style) so pretexts add their own keys. The store is op
 process that reads it, so the dataset pickles small (a DataLoader worker or a Ray worker opens its
 own file handles). Per-sample work is one chunk read, one fused dequantise + normalise, and a few
 array copies; which backend reads the chunk is a constructor argument (``reader``), see
-``slice_sources``.
+``slice_sources``. A dataset reads the parts of one store snapshot (``snapshot=``, the one a
+training run's driver took; else the store as it is now), never anything committed later.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from torch.utils.data import Dataset, Sampler
 
 from .records import LA_VIEWS, PHASES, VIEWS
 from .slice_sources import READER_NAMES, ShardFileSource, SliceSource, open_source
-from .store import CohortStore, StoreError
+from .store import CohortStore, DamagedDataError, Snapshot, StoreError, read_qc
 
 log = logging.getLogger(__name__)
 
 META_KEYS = (
-    "has_label", "plane", "la_planes", "stack_position", "subject_id", "subject", "view", "frame",
-    "phase", "slice_index", "index",
+    "has_label", "plane", "la_planes", "image_centre", "qc_correction", "qc_subject_shift_mm", "stack_position",
+    "subject_id", "subject", "view", "frame", "phase", "slice_index", "index",
 )
 
 
@@ -44,7 +45,7 @@ def _dist_info(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
 
 
 class CohortDataset(Dataset):
-    """Single 2-D slices of a cohort store as dict samples (see the team contract for the keys).
+    """Single 2-D slices of a cohort store as dict samples (the keys: docs/plugins.md).
 
     ``image`` is z-scored per (subject, view) with the robust statistics recorded at ingest:
     intensities clipped to [p0.5, p99.5] of that subject's view, minus the clipped mean, over the
@@ -65,8 +66,12 @@ class CohortDataset(Dataset):
         normalise: bool = True,
         reader: str | Callable[[str, list[str]], SliceSource] = "shard",
         rank: int | None = None,
+        snapshot: Snapshot | dict | None = None,
     ) -> None:
         store = store_path if isinstance(store_path, CohortStore) else CohortStore(store_path)
+        if isinstance(snapshot, dict):
+            snapshot = Snapshot.from_dict(snapshot)
+        self.snapshot_hash = snapshot.content_hash if snapshot is not None else None
         self.store_path = str(store.path)
         self.grid_size = store.grid_size
         self.spacing_mm = store.spacing_mm
@@ -79,7 +84,7 @@ class CohortDataset(Dataset):
         self.epoch = 0
         self._rank = rank
 
-        t = store.slice_table()
+        t = store.slice_table(snapshot)
         self.part_ids = t.part_ids
         self.subject_ids = t.subject_ids
         mask = np.ones(len(t), dtype=bool)
@@ -88,8 +93,9 @@ class CohortDataset(Dataset):
             pos = {s: i for i, s in enumerate(t.subject_ids)}
             missing = [s for s in subjects if s not in pos]
             if missing:
+                where = f"snapshot {snapshot.content_hash[:12]} of " if snapshot is not None else ""
                 raise StoreError(
-                    f"subjects not in {self.store_path}: {', '.join(missing[:10])}"
+                    f"subjects not in {where}{self.store_path}: {', '.join(missing[:10])}"
                     + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
                 )
             keep = np.zeros(len(t.subject_ids), dtype=bool)
@@ -114,22 +120,37 @@ class CohortDataset(Dataset):
             rows = np.flatnonzero(t.view == VIEWS.index(v))
             if rows.size:
                 uniq, first = np.unique(t.subject[rows], return_index=True)
-                la[uniq, j] = t.plane[rows[first]]
+                la[uniq, j] = t.planes[t.plane_index[rows[first]]]
         self._la_planes = la
 
+        # Per sample only compact columns; planes stay interned (cine frames share one row).
         sel = np.flatnonzero(mask)
-        self._part = t.part[sel]
-        self._row = t.row[sel]
+        part, row = t.locate(sel)
+        self._part = part.astype(np.int32)
+        self._row = row.astype(np.int32)
         self._subject = t.subject[sel]
         self._view = t.view[sel]
         self._frame = t.frame[sel]
         self._phase = t.phase[sel]
         self._slice_index = t.slice_index[sel]
-        self._stack_position = t.stack_position[sel]
         self._has_label = t.has_label[sel]
-        self._plane = t.plane[sel]
+        # Per slice position (a subject's plane, shared by its cine frames): the plane, its stack
+        # position, the image centre and the geometry QC's correction.
+        key = self._subject.astype(np.int64) * max(1, t.planes.shape[0]) + t.plane_index[sel]
+        _, first, position = np.unique(key, return_index=True, return_inverse=True)
+        self._plane_index = position.reshape(-1).astype(np.int32)
+        rows = t.plane_index[sel][first]
+        self._planes = t.planes[rows]
+        self._plane_stack = t.plane_stack[rows]
+        # World centre of each stored image (= its source image's centre): it stays with the anatomy
+        # when an augmentation moves the sample's plane, so geometric targets may anchor on it.
+        half = (self.grid_size - 1) / 2.0
+        p = self._planes
+        self._centres = p[:, 0:3] + half * (p[:, 10:11] * p[:, 3:6] + p[:, 9:10] * p[:, 6:9])
+        self._qc_corr, self._qc_shift = _qc_columns(store, t.subject_ids, self._subject[first], self._view[first],
+                                                    self._slice_index[first])
         # Fused dequantise + normalise: y = clip(q * a + b, lo, hi) (see _coefficients).
-        self._coef = _coefficients(t.image_scale[sel], t.norm[sel], self.normalise)
+        self._coef = _coefficients(t.image_scale[sel], t.norms[t.norm_index[sel]], self.normalise)
 
         self.skipped = 0
         if filter is not None:
@@ -147,7 +168,7 @@ class CohortDataset(Dataset):
             if first_error:
                 log.warning("CohortDataset: filter raised on some slices (counted as skipped): %s", first_error)
             for name in ("_part", "_row", "_subject", "_view", "_frame", "_phase", "_slice_index",
-                         "_stack_position", "_has_label", "_plane", "_coef"):
+                         "_has_label", "_plane_index", "_coef"):
                 setattr(self, name, getattr(self, name)[keep])
         self._source: SliceSource | None = None
         self._pid: int | None = None
@@ -162,7 +183,7 @@ class CohortDataset(Dataset):
     def _open(self) -> SliceSource:
         if self._source is None or self._pid != os.getpid():  # first use, or a forked copy
             if self._source is not None and isinstance(self._source, ShardFileSource):
-                self._source.close()  # the parent's descriptors, duplicated into this child by fork
+                self._source.close()  # (the process-wide open-file cache drops the parent's descriptors at fork)
             if isinstance(self.reader, str):
                 self._source = open_source(self.reader, self.store_path, self.part_ids)
             else:
@@ -199,11 +220,15 @@ class CohortDataset(Dataset):
     def meta(self, i: int) -> dict:
         """The metadata of sample ``i``: every sample key except ``image`` and ``label``."""
         s = int(self._subject[i])
+        p = int(self._plane_index[i])
         return {
             "has_label": bool(self._has_label[i]),
-            "plane": self._plane[i].copy(),
+            "plane": self._planes[p].copy(),
             "la_planes": self._la_planes[s].copy(),
-            "stack_position": float(self._stack_position[i]),
+            "image_centre": self._centres[p].copy(),
+            "qc_correction": self._qc_corr[p].copy(),
+            "qc_subject_shift_mm": float(self._qc_shift[p]),
+            "stack_position": float(self._plane_stack[p]),
             "subject_id": self.subject_ids[s],
             "subject": s,
             "view": VIEWS[self._view[i]],
@@ -220,7 +245,12 @@ class CohortDataset(Dataset):
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for a dataset of {len(self)} slices")
         has_label = bool(self._has_label[i])
-        q, lbl = self._open().read(int(self._part[i]), int(self._row[i]), has_label)
+        try:
+            q, lbl = self._open().read(int(self._part[i]), int(self._row[i]), has_label)
+        except DamagedDataError as exc:
+            raise DamagedDataError(
+                f"{exc} [subject {self.subject_ids[int(self._subject[i])]}, part {self.part_ids[int(self._part[i])]}, "
+                f"row {int(self._row[i])}]; run `cardiossl cohort verify {self.store_path}`", exc.path) from None
         a, b, lo, hi = self._coef[i]
         image = np.multiply(q, a, dtype=np.float32)
         image += b
@@ -238,6 +268,35 @@ class CohortDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"CohortDataset({self.store_path!r}, {len(self)} slices, reader={self.reader!r})"
+
+
+def _qc_columns(store: CohortStore, subject_ids: list[str], subject: np.ndarray, view: np.ndarray,
+                slice_index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the geometry QC's plane correction (LPS mm; NaN where none: LA rows, subjects or slices
+    the stored estimates do not cover) and its subject's median misregistration (NaN likewise)."""
+    corr = np.full((subject.size, 3), np.nan)
+    shift = np.full(subject.size, np.nan)
+    qc = read_qc(store.path)
+    if qc is None or not len(qc):
+        return corr, shift
+    pos = {sid: i for i, sid in enumerate(subject_ids)}
+    c = qc.columns
+    q_subj = np.array([pos.get(str(x), -1) for x in c["subject_id"]], dtype=np.int64)
+    ok = (q_subj >= 0) & (c["status"] == "ok")
+    width = int(max(int(slice_index.max(initial=0)), int(c["slice_index"].max(initial=0)))) + 1
+    q_key = q_subj[ok] * width + c["slice_index"][ok]
+    order = np.argsort(q_key)
+    q_key, q_corr = q_key[order], c["correction_world"][ok][order]
+    key = subject.astype(np.int64) * width + slice_index
+    at = np.clip(np.searchsorted(q_key, key), 0, max(q_key.size - 1, 0))
+    hit = (view == VIEWS.index("sa")) & (q_key.size > 0) & (q_key[at] == key if q_key.size else False)
+    corr[hit] = q_corr[at[hit]]
+    med = np.full(len(subject_ids), np.nan)
+    for sid, summary in (qc.info.get("subjects") or {}).items():
+        if sid in pos:
+            med[pos[sid]] = summary.get("median_shift_mm", np.nan)
+    shift[:] = med[subject]
+    return corr, shift
 
 
 def _coefficients(image_scale: np.ndarray, norm: np.ndarray, normalise: bool) -> np.ndarray:

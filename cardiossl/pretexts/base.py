@@ -65,10 +65,13 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 class Pretext(ABC):
-    """Base class of every pretext task. See CONTRACT.md; subclasses set ``name`` and ``Config``."""
+    """Base class of every pretext task (the contract: docs/plugins.md); subclasses set ``name`` and ``Config``."""
 
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]] = PretextConfig
+    target_reads_image: ClassVar[bool] = True
+    """False when ``make_target`` reads only the slice geometry and copies the image into "input"
+    unchanged: the image may then be augmented after the target is made (``augment.on: device``)."""
 
     def __init__(self, config: BaseModel | dict | None = None) -> None:
         cls = type(self)
@@ -103,6 +106,11 @@ class Pretext(ABC):
     def accepts(self, meta: dict) -> bool:
         """Whether a target can be made for this slice, from its metadata alone (no image read)."""
         return True
+
+    def reason(self, meta: dict) -> str | None:
+        """Why no target can be made for this slice (None when one can); ``cardiossl cohort info``
+        counts slices by it. Override to say more than "not accepted"."""
+        return None if self.accepts(meta) else "not accepted"
 
     @abstractmethod
     def make_target(self, sample: dict, rng: np.random.Generator) -> dict:
@@ -148,6 +156,14 @@ class Pretext(ABC):
     def annotations(self, sample: dict) -> dict[str, np.ndarray]:
         """Fixed-shape arrays (besides the target) worth saving per slice by ``cardiossl show --npz``."""
         return {}
+
+
+def overlay_classes(ax, classes, alpha: float = 0.4, n_colors: int = 10) -> None:
+    """Draw integer classes over an image, class k in colour k - 1 of matplotlib's ``tab10`` (class 0,
+    background, transparent). Targets and predictions drawn with it share one colour per class."""
+    lab = np.asarray(classes)
+    ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", vmin=0.5, vmax=n_colors + 0.5, alpha=alpha,
+              interpolation="nearest")
 
 
 def sample_meta(sample: dict) -> dict:

@@ -27,7 +27,8 @@ from .base import Pretext, PretextConfig, TargetSpec, image_hw
 
 
 class ContextConfig(PretextConfig):
-    mode: Literal["inpaint", "restore"] = "inpaint"
+    mode: Literal["inpaint", "restore"] = Field(
+        "inpaint", description="inpaint: fill masked rectangles (Pathak 2016); restore: undo patch swaps (Chen 2019)")
     mask_fraction: float = Field(0.25, gt=0, le=0.9, description="inpaint: fraction of pixels masked")
     rect_min: float = Field(0.08, gt=0, le=1, description="inpaint: smallest rectangle side, fraction of image side")
     rect_max: float = Field(0.25, gt=0, le=1, description="inpaint: largest rectangle side, fraction of image side")

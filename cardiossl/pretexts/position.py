@@ -7,7 +7,10 @@ geometry is in every DICOM header, so it gives labels for free. Targets (``Confi
 ``boxes`` (default; the paper's nine positions + background as a 10-way segmentation). The paper
 gives no box sizes, so this is our definition. ``c`` is the crossing of the 2ch and 4ch traces;
 ``u`` and ``v`` are the unit directions (mm) of the 4ch and 2ch traces, oriented by a fixed rule in
-patient coordinates (LPS) so that a label means the same wall in every subject:
+patient coordinates (LPS) so that a label means the same wall in every subject. A subject without
+one of them gets its frame from any two LA views that cross at ``min_cross_deg`` or more, or, with a
+single usable view (M&Ms-2: SA + 4ch), from a virtual second plane through the SA image centre
+(``single_view``; ``position_geometry`` says how and how far it lands from the true crossing):
 
 * ``u`` (4ch trace, septum -> lateral wall) points to the side of patient left + posterior,
   ``(1, 1, 0)/sqrt 2``, where the LV free wall lies;
@@ -34,7 +37,15 @@ with the slice's own (row, column) spacing, so non-square pixels give the same b
 
 ``lines``: one Gaussian heatmap per LA view (``views``), ``exp(-dist^2 / 2 sigma^2)`` of the
 distance in mm to that view's trace, regressed (Zhang et al., MedIA 2024, "anatomy-oriented imaging
-planes").
+planes"). A slice needs one of ``views``; the channels of the views a subject lacks are zero and
+``target_views`` (1 present, 0 absent) leaves them out of the loss and metrics.
+
+Geometry QC (``cardiossl cohort qc``) estimates each SA slice's in-plane misregistration against the
+LA images. ``plane_correction: qc`` moves the slice's plane by that estimate before the traces are
+cut; ``max_qc_shift_mm`` skips subjects whose median misregistration is larger. Both read the
+estimates the dataset attaches to each sample (``qc_correction``, ``qc_subject_shift_mm``).
+
+Why a slice gets no target is ``PositionPretext.reason(meta)`` (``cardiossl cohort info`` counts them).
 
 ``slice_location``: the slice's normalised position along the SA stack (0 base, 1 apex), regressed
 from the pooled bottleneck, for cohorts without LA views (ACDC, M&Ms-2 SA only).
@@ -54,16 +65,27 @@ from torch import nn
 
 from ..datasets.geometry import line_segment_in_image
 from ..datasets.records import LA_VIEWS
-from .base import Pretext, PretextConfig, TargetSpec, image_hw
+from .base import Pretext, PretextConfig, TargetSpec, image_hw, overlay_classes
+from .position_geometry import (  # noqa: F401  (ANTERIOR, LATERAL, trace: the public geometry helpers)
+    ANTERIOR,
+    LATERAL,
+    MIN_CROSS_DEG,
+    NO_LA,
+    OUTSIDE,
+    PARALLEL,
+    TRACES_OUTSIDE,
+    SliceGeometry,
+    paint_boxes,
+    segment_inside,
+    trace,
+)
 
-LATERAL = np.array([1.0, 1.0, 0.0]) / math.sqrt(2.0)  # LPS: patient left + posterior
-ANTERIOR = np.array([0.0, -1.0, 1.0]) / math.sqrt(2.0)  # LPS: anterior + superior
-# Tie-breakers (a trace exactly perpendicular to the first reference) make the rule total.
-U_REFERENCES = (LATERAL, np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
-V_REFERENCES = (ANTERIOR, np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0]))
-MIN_PLANE_ANGLE_DEG = 10.0  # an LA plane within 10 degrees of the SA plane has no usable trace
 N_BOXES = 9
 VIEW_COLORS = {"2ch": "tab:orange", "3ch": "tab:green", "4ch": "deepskyblue"}
+NOT_SA = "not an SA slice"
+NO_STACK_POSITION = "no stack position"
+NO_QC = "no QC estimate (run cardiossl cohort qc)"
+QC_ABOVE = "QC shift above max_qc_shift_mm"
 
 
 class PositionConfig(PretextConfig):
@@ -76,6 +98,19 @@ class PositionConfig(PretextConfig):
     views: tuple[Literal["2ch", "3ch", "4ch"], ...] = Field(
         ("2ch", "3ch", "4ch"), min_length=1, description="LA views whose traces the lines target draws"
     )
+    min_cross_deg: float = Field(
+        MIN_CROSS_DEG, gt=0, le=90, description="boxes: two traces crossing at less than this fix no centre"
+    )
+    single_view: bool = Field(
+        True, description="boxes: a subject with one usable LA view gets a virtual second plane through the "
+        "SA image centre (else no target)"
+    )
+    plane_correction: Literal["none", "qc"] = Field(
+        "none", description="qc: move each SA plane by the geometry QC's misregistration estimate"
+    )
+    max_qc_shift_mm: float | None = Field(
+        None, gt=0, description="skip subjects whose QC median misregistration exceeds this (mm)"
+    )
 
     @field_validator("views")
     @classmethod
@@ -85,180 +120,11 @@ class PositionConfig(PretextConfig):
         return v
 
 
-# --- geometry -----------------------------------------------------------------------------------
-# Plain Python floats on 11-float plane vectors: this runs per sample in the data loader, and for
-# 3-vectors Python arithmetic is several times faster than numpy calls (np.cross alone is ~10 us).
-_SIN_MIN = math.sin(math.radians(MIN_PLANE_ANGLE_DEG))
-
-
-def _dot(a, b) -> float:
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-def _cross(a, b) -> tuple[float, float, float]:
-    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
-
-
-def _unit(a) -> tuple[float, float, float] | None:
-    n = math.sqrt(_dot(a, a))
-    if not n > 1e-9:  # also False for NaN
-        return None
-    return (a[0] / n, a[1] / n, a[2] / n)
-
-
-class _PlaneF:
-    """A plane vector unpacked into Python floats; ``ok`` False for a malformed one."""
-
-    __slots__ = ("o", "r", "c", "n", "spr", "spc", "ok")
-
-    def __init__(self, v) -> None:
-        t = v if isinstance(v, list) else np.asarray(v, dtype=np.float64).reshape(11).tolist()
-        self.o = t[0:3]
-        r, c = _unit(t[3:6]), _unit(t[6:9])
-        self.spr, self.spc = t[9], t[10]
-        self.ok = (
-            r is not None and c is not None and all(math.isfinite(x) for x in t)
-            and self.spr > 0 and self.spc > 0 and abs(_dot(r, c)) < 1e-3
-        )
-        self.r, self.c = r, c
-        self.n = _unit(_cross(r, c)) if self.ok else None
-
-
-def _trace_f(sl: _PlaneF, other: _PlaneF):
-    """(point (row, col) px, direction (d_row_mm, d_col_mm), world direction) or None; floats."""
-    n, n2 = sl.n, other.n
-    d = _cross(n, n2)
-    s = math.sqrt(_dot(d, d))
-    if s < _SIN_MIN:
-        return None
-    d = (d[0] / s, d[1] / s, d[2] / s)
-    # The point of the line nearest the slice origin: p - o = h2 (n2 - cos n) / sin^2, which lies
-    # in the slice (n . (p - o) = 0) and in the other plane (n2 . (p - o) = h2 = n2 . (o2 - o)).
-    cos = _dot(n, n2)
-    o, o2 = sl.o, other.o
-    k = _dot(n2, (o2[0] - o[0], o2[1] - o[1], o2[2] - o[2])) / (s * s)
-    rel = (k * (n2[0] - cos * n[0]), k * (n2[1] - cos * n[1]), k * (n2[2] - cos * n[2]))
-    point = (_dot(rel, sl.c) / sl.spr, _dot(rel, sl.r) / sl.spc)
-    dr, dc = _dot(d, sl.c), _dot(d, sl.r)
-    m = math.hypot(dr, dc)
-    return point, (dr / m, dc / m), d
-
-
-def trace(slice_vec, other_vec) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Trace of plane ``other_vec`` in slice ``slice_vec`` (both 11-float plane vectors).
-
-    Returns (point (row, col) in pixels, unit direction (d_row_mm, d_col_mm) in millimetres along the
-    slice's row and column axes, unit world direction (LPS)), or None when the planes are within
-    MIN_PLANE_ANGLE_DEG of parallel or a plane is malformed. Same line as
-    ``geometry.trace_in_slice``; the mm direction is what square-in-mm boxes need when pixels are
-    not square.
-    """
-    sl, other = _PlaneF(slice_vec), _PlaneF(other_vec)
-    if not (sl.ok and other.ok):
-        return None
-    t = _trace_f(sl, other)
-    if t is None:
-        return None
-    return np.array(t[0]), np.array(t[1]), np.array(t[2])
-
-
-def orient_sign(direction, references) -> float:
-    """+1 or -1: the sign that makes ``direction`` point to the side of the first reference it is
-    not perpendicular to."""
-    for ref in references:
-        d = _dot(direction, ref)
-        if abs(d) > 1e-9:
-            return 1.0 if d > 0 else -1.0
-    return 1.0
-
-
-def cross_mm(p1, d1, p2, d2, spacing) -> tuple[float, float] | None:
-    """Crossing (row, col pixels) of two traces given as pixel points and mm directions."""
-    spr, spc = spacing
-    det = -d1[0] * d2[1] + d2[0] * d1[1]
-    if abs(det) < 1e-6:
-        return None
-    br, bc = (p2[0] - p1[0]) * spr, (p2[1] - p1[1]) * spc
-    t = (-br * d2[1] + d2[0] * bc) / det
-    return (p1[0] + t * d1[0] / spr, p1[1] + t * d1[1] / spc)
-
-
-class SliceGeometry:
-    """Traces of the LA planes in one SA slice, and the box frame (c, u, v) when 2ch and 4ch exist.
-
-    ``ok`` is False when the slice plane itself is malformed; an LA plane that is absent (NaN row),
-    malformed or within MIN_PLANE_ANGLE_DEG of the slice simply has no trace.
-    """
-
-    __slots__ = ("ok", "spacing", "traces", "center", "u", "v", "_boxes")
-
-    def __init__(self, plane_vec, la_planes, views=LA_VIEWS) -> None:
-        sl = _PlaneF(plane_vec)
-        la = np.asarray(la_planes, dtype=np.float64).reshape(len(LA_VIEWS), 11).tolist()
-        self.ok = sl.ok
-        self.spacing = np.array([sl.spr, sl.spc])
-        # view -> (point (row, col) px, direction (row, col) mm, world direction), as float tuples
-        self.traces: dict[str, tuple[tuple, tuple, tuple]] = {}
-        self.center = self.u = self.v = None
-        self._boxes: dict = {}
-        if not sl.ok:
-            return
-        raw = self.traces
-        for k, view in enumerate(LA_VIEWS):
-            if view in views and math.isfinite(la[k][0]):
-                other = _PlaneF(la[k])
-                if other.ok:
-                    t = _trace_f(sl, other)
-                    if t is not None:
-                        raw[view] = t
-        if "2ch" in raw and "4ch" in raw:
-            p4, u, w4 = raw["4ch"]
-            p2, v, w2 = raw["2ch"]
-            if orient_sign(w4, U_REFERENCES) < 0:
-                u = (-u[0], -u[1])
-            if orient_sign(w2, V_REFERENCES) < 0:
-                v = (-v[0], -v[1])
-            c = cross_mm(p4, u, p2, v, (sl.spr, sl.spc))
-            if c is not None:
-                self.center, self.u, self.v = np.array(c), np.array(u), np.array(v)
-
-    def box_centres(self, distance_mm: float) -> np.ndarray:
-        """[9, 2] (row, col) pixel centres, index = label - 1."""
-        ij = np.array([(i, j) for j in (-1, 0, 1) for i in (-1, 0, 1)], dtype=np.float64)
-        off_mm = distance_mm * (ij[:, :1] * self.u + ij[:, 1:] * self.v)
-        return self.center + off_mm / self.spacing
-
-    def box_bounds(self, shape, distance_mm: float, box_mm: float) -> list[tuple[int, int, int, int, int]]:
-        """(label, r0, r1, c0, c1) slices of the nine boxes clipped to ``shape``, in painting order."""
-        key = (shape, distance_mm, box_mm)
-        bounds = self._boxes.get(key)
-        if bounds is None:
-            h, w = shape
-            (cr, cc), (ur, uc), (vr, vc) = self.center.tolist(), self.u.tolist(), self.v.tolist()
-            spr, spc = self.spacing.tolist()
-            hr, hc = box_mm / 2.0 / spr, box_mm / 2.0 / spc
-            bounds = []
-            for k in PAINT_ORDER:
-                i, j = k % 3 - 1, k // 3 - 1
-                r = cr + distance_mm * (i * ur + j * vr) / spr
-                c = cc + distance_mm * (i * uc + j * vc) / spc
-                r0, r1 = max(0, math.ceil(r - hr)), min(h, math.floor(r + hr) + 1)
-                c0, c1 = max(0, math.ceil(c - hc)), min(w, math.floor(c + hc) + 1)
-                if r0 < r1 and c0 < c1:
-                    bounds.append((k + 1, r0, r1, c0, c1))
-            self._boxes[key] = bounds
-        return bounds
-
-
-PAINT_ORDER = (0, 2, 6, 8, 1, 3, 5, 7, 4)  # corners, then edges, then the centre box (wins overlaps)
-
-
-def paint_boxes(shape, bounds) -> np.ndarray:
-    """uint8 label image with the boxes of ``SliceGeometry.box_bounds`` painted in order."""
-    out = np.zeros(shape, dtype=np.uint8)
-    for label, r0, r1, c0, c1 in bounds:
-        out[r0:r1, c0:c1] = label
-    return out
+def _finite(x) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
 
 
 class PositionPretext(Pretext):
@@ -266,6 +132,7 @@ class PositionPretext(Pretext):
 
     name: ClassVar[str] = "position"
     Config: ClassVar[type[PositionConfig]] = PositionConfig
+    target_reads_image: ClassVar[bool] = False  # targets from the plane alone
     config: PositionConfig
     _CACHE_SIZE = 4096  # cine frames of one slice share geometry: compute it once per plane set
     _HEATMAP_CACHE_BYTES = 64 << 20  # ... and, for ``lines``, the same heatmaps
@@ -288,70 +155,112 @@ class PositionPretext(Pretext):
 
     @property
     def _geo_views(self) -> tuple[str, ...]:
-        return self.needed_views or LA_VIEWS
+        return tuple(self.config.views) if self.config.target == "lines" else LA_VIEWS
 
     @property
     def needed_views(self) -> tuple[str, ...]:
-        t = self.config.target
-        return ("2ch", "4ch") if t == "boxes" else tuple(self.config.views) if t == "lines" else ()
+        """The LA views a target can use (any one of them for lines, any two or one for boxes)."""
+        return self._geo_views if self.config.target != "slice_location" else ()
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return ("target_views",) if self.config.target == "lines" else ()
 
     @property
     def uses_decoder(self) -> bool:
         return self.config.target != "slice_location"
 
     # --- geometry ---------------------------------------------------------------------------------
-    @staticmethod
-    def _key(meta: dict) -> bytes:
-        return (
-            np.asarray(meta["plane"], dtype=np.float64).tobytes()
-            + np.asarray(meta["la_planes"], dtype=np.float64).tobytes()
-        )
+    def _slice_planes(self, meta: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """The slice's plane vector and world image centre, moved by the QC estimate when configured."""
+        plane = np.asarray(meta["plane"], dtype=np.float64)
+        centre = meta.get("image_centre")
+        centre = None if centre is None else np.asarray(centre, dtype=np.float64)
+        if self.config.plane_correction == "qc":
+            corr = np.asarray(meta["qc_correction"], dtype=np.float64).reshape(3)
+            plane = plane.copy()
+            plane[:3] += corr
+            centre = None if centre is None else centre + corr
+        return plane, centre
+
+    def _key(self, meta: dict) -> bytes:
+        """Cache key: what the geometry depends on (the image centre only through the boxes fallback)."""
+        if self.config.plane_correction == "qc":
+            plane, centre = self._slice_planes(meta)
+        else:
+            plane, centre = np.asarray(meta["plane"], dtype=np.float64), meta.get("image_centre")
+        key = plane.tobytes() + np.asarray(meta["la_planes"], dtype=np.float64).tobytes()
+        if centre is not None and self.config.target == "boxes":
+            key += np.asarray(centre, dtype=np.float64).tobytes()
+        return key
 
     def geometry(self, meta: dict, key: bytes | None = None) -> SliceGeometry:
         """The (cached) traces and box frame of the slice described by ``meta``."""
         key = self._key(meta) if key is None else key
         geo = self._cache.get(key)
         if geo is None:
-            # Only the traces this target needs (boxes: 2ch and 4ch); pictures compute all.
-            geo = SliceGeometry(meta["plane"], meta["la_planes"], self._geo_views)
+            plane, centre = self._slice_planes(meta)
+            kw = dict(image_centre=centre, min_cross_deg=self.config.min_cross_deg, single_view=self.config.single_view)
+            if self.config.target == "boxes":  # the 3ch trace only matters when 2ch x 4ch makes no frame
+                geo = SliceGeometry(plane, meta["la_planes"], ("2ch", "4ch"), **kw)
+                if geo.frame != "2ch x 4ch" and np.isfinite(np.asarray(meta["la_planes"], dtype=np.float64)[1, 0]):
+                    geo = SliceGeometry(plane, meta["la_planes"], LA_VIEWS, **kw)
+            else:
+                geo = SliceGeometry(plane, meta["la_planes"], self._geo_views, **kw)
             self._cache[key] = geo
             if len(self._cache) > self._CACHE_SIZE:
                 self._cache.popitem(last=False)
         return geo
 
-    def _usable(self, geo: SliceGeometry) -> bool:
-        if not geo.ok:
-            return False
+    def _why_not(self, geo: SliceGeometry) -> str | None:
+        """Why ``geo`` makes no target (no image bounds checked)."""
         if self.config.target == "boxes":
-            return geo.center is not None
-        return all(v in geo.traces for v in self.needed_views)
+            return None if geo.center is not None else geo.reason
+        if any(v in geo.traces for v in self.config.views):
+            return None
+        return geo.reason if geo.reason in (NO_LA, PARALLEL) or not geo.ok else PARALLEL
+
+    def reason(self, meta: dict) -> str | None:
+        """None when a target can be made for this slice; else why not, from its metadata alone.
+
+        With ``image_centre`` in ``meta`` (``CohortDataset`` samples) a box centre or every trace
+        outside the stored image is refused too."""
+        if meta.get("view", "sa") != "sa":
+            return NOT_SA
+        if self.config.target == "slice_location":
+            return None if _finite(meta.get("stack_position")) else NO_STACK_POSITION
+        if self.config.plane_correction == "qc" or self.config.max_qc_shift_mm is not None:
+            corr = meta.get("qc_correction")
+            if corr is None or not np.all(np.isfinite(np.asarray(corr, dtype=np.float64))):
+                return NO_QC
+            limit = self.config.max_qc_shift_mm
+            if limit is not None and not float(meta.get("qc_subject_shift_mm", np.inf)) <= limit:
+                return QC_ABOVE
+        try:
+            geo = self.geometry(meta)
+        except (KeyError, ValueError, TypeError):
+            return "no plane geometry in the sample"
+        why = self._why_not(geo)
+        if why is not None or meta.get("image_centre") is None:
+            return why
+        plane, centre = self._slice_planes(meta)
+        centre_px = SliceGeometry.pixel_of(plane, centre)
+        if self.config.target == "boxes":
+            return None if geo.inside(centre_px) else OUTSIDE
+        if any(v in geo.traces and segment_inside(geo, v, centre_px) for v in self.config.views):
+            return None
+        return TRACES_OUTSIDE
 
     def accepts(self, meta: dict) -> bool:
-        if meta.get("view", "sa") != "sa":
-            return False
-        if self.config.target == "slice_location":
-            sp = meta.get("stack_position")
-            try:
-                return sp is not None and math.isfinite(float(sp))
-            except (TypeError, ValueError):
-                return False
-        try:
-            return self._usable(self.geometry(meta))
-        except (KeyError, ValueError, TypeError):
-            return False
+        return self.reason(meta) is None
 
-    def _refuse(self, sample: dict) -> ValueError:
+    def _refuse(self, sample: dict, why: str | None = None) -> ValueError:
         where = (
             f"subject {sample.get('subject_id', '?')}, view {sample.get('view', '?')}, "
             f"slice {sample.get('slice_index', '?')}"
         )
-        need = (
-            "a finite stack_position"
-            if self.config.target == "slice_location"
-            else f"an SA slice with the {'/'.join(self.needed_views)} planes, not parallel to it"
-        )
         return ValueError(
-            f"position ({self.config.target}): {where}: cannot make a target, it needs {need}; "
+            f"position ({self.config.target}): {where}: cannot make a target ({why or self.reason(sample)}); "
             "pass CohortDataset(filter=pretext.accepts) so such slices are skipped"
         )
 
@@ -364,6 +273,7 @@ class PositionPretext(Pretext):
             spec["target"] = TargetSpec((h, w), np.dtype(np.uint8), 0, N_BOXES)
         elif t == "lines":
             spec["target"] = TargetSpec((len(self.config.views), h, w), np.dtype(np.float32), 0.0, 1.0)
+            spec["target_views"] = TargetSpec((len(self.config.views),), np.dtype(np.float32), 0.0, 1.0)
         else:
             spec["target"] = TargetSpec((1,), np.dtype(np.float32), 0.0, 1.0)
         return spec
@@ -374,43 +284,50 @@ class PositionPretext(Pretext):
         out["input"] = np.asarray(sample["image"], dtype=np.float32)
         t = self.config.target
         if t == "slice_location":
-            if not self.accepts(sample):
+            if not _finite(sample.get("stack_position")) or sample.get("view", "sa") != "sa":
                 raise self._refuse(sample)
             out["target"] = np.array([min(1.0, max(0.0, float(sample["stack_position"])))], dtype=np.float32)
             return out
         if sample.get("view", "sa") != "sa":
-            raise self._refuse(sample)
+            raise self._refuse(sample, NOT_SA)
         try:
             key = self._key(sample)
             geo = self.geometry(sample, key)
         except (KeyError, ValueError, TypeError):
             raise self._refuse(sample) from None
-        if not self._usable(geo):
-            raise self._refuse(sample)
+        why = self._why_not(geo)
+        if why is not None:
+            raise self._refuse(sample, why)
         shape = image_hw(sample)
         if t == "boxes":
             out["target"] = paint_boxes(shape, geo.box_bounds(shape, self.config.distance_mm, self.config.box_mm))
         else:
-            out["target"] = self._cached_heatmaps(key, geo, shape)
+            out["target"], out["target_views"] = self._cached_heatmaps(key, geo, shape)
         return out
 
-    def _cached_heatmaps(self, key: bytes, geo: SliceGeometry, shape) -> np.ndarray:
+    def _cached_heatmaps(self, key: bytes, geo: SliceGeometry, shape) -> tuple[np.ndarray, np.ndarray]:
         hkey = (key, shape)
-        maps = self._heatmaps.get(hkey)
-        if maps is None:
+        entry = self._heatmaps.get(hkey)
+        if entry is None:
             maps = self.line_heatmaps(geo, shape)
-            self._heatmaps[hkey] = maps
+            present = np.array([v in geo.traces for v in self.config.views], dtype=np.float32)
+            entry = self._heatmaps[hkey] = (maps, present)
             self._heatmap_bytes += maps.nbytes
             while self._heatmap_bytes > self._HEATMAP_CACHE_BYTES and len(self._heatmaps) > 1:
-                self._heatmap_bytes -= self._heatmaps.popitem(last=False)[1].nbytes
-        return maps.copy()  # callers (augmentations) may write into their target
+                self._heatmap_bytes -= self._heatmaps.popitem(last=False)[1][0].nbytes
+        return entry[0].copy(), entry[1].copy()  # callers (augmentations) may write into their target
 
     def line_heatmaps(self, geo: SliceGeometry, shape) -> np.ndarray:
-        """[V, H, W] float32: exp(-dist^2 / 2 sigma^2), dist in mm from each view's trace."""
+        """[V, H, W] float32: exp(-dist^2 / 2 sigma^2), dist in mm from each view's trace; zeros
+        for a view without a trace."""
         h, w = shape
         sp = geo.spacing
-        pts = np.stack([geo.traces[v][0] for v in self.config.views]) * sp  # [V, 2] mm
-        dirs = np.stack([geo.traces[v][1] for v in self.config.views])  # [V, 2] mm, unit
+        views = [v for v in self.config.views if v in geo.traces]
+        out = np.zeros((len(self.config.views), h, w), dtype=np.float32)
+        if not views:
+            return out
+        pts = np.stack([geo.traces[v][0] for v in views]) * sp  # [V, 2] mm
+        dirs = np.stack([geo.traces[v][1] for v in views])  # [V, 2] mm, unit
         normals = np.stack([-dirs[:, 1], dirs[:, 0]], axis=1)
         inv = 1.0 / (math.sqrt(2.0) * self.config.sigma_mm)
         a = ((np.arange(h) * sp[0])[None, :] - pts[:, :1]) * normals[:, :1] * inv  # [V, H]
@@ -418,7 +335,11 @@ class PositionPretext(Pretext):
         d = a.astype(np.float32)[:, :, None] + b.astype(np.float32)[:, None, :]
         np.square(d, out=d)
         np.negative(d, out=d)
-        return np.exp(d, out=d)
+        np.exp(d, out=d)
+        if len(views) == len(self.config.views):
+            return d
+        out[[self.config.views.index(v) for v in views]] = d
+        return out
 
     # --- model ---------------------------------------------------------------------------------------
     def build_head(self, backbone: nn.Module) -> nn.Module:
@@ -431,10 +352,22 @@ class PositionPretext(Pretext):
             return HEADS.get("segmentation")(backbone.decoder.out_channels, len(self.config.views))
         return HEADS.get("classification")(backbone.encoder.channels[-1], 1)
 
+    @staticmethod
+    def _masked_mse(output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Mean squared error over the channels of the views each sample has (``target_views``)."""
+        err = (output - batch["target"].to(output.dtype)).square()
+        weights = batch.get("target_views")
+        if weights is None:
+            return err.mean()
+        w = weights.to(output.dtype)[:, :, None, None]
+        return (err * w).sum() / (w.sum() * err.shape[-2] * err.shape[-1]).clamp_min(1.0)
+
     def loss(self, output: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
         target = batch["target"]
         if self.config.target == "boxes":
             loss = F.cross_entropy(output, target.long())
+        elif self.config.target == "lines":
+            loss = self._masked_mse(output, batch)
         else:
             loss = F.mse_loss(output, target.to(output.dtype))
         return {"loss": loss}
@@ -457,14 +390,15 @@ class PositionPretext(Pretext):
                 "mean_iou": float(np.mean(ious)) if ious else float("nan"),
             }
         if t == "lines":
-            return {"mse": F.mse_loss(output, target.to(output.dtype)).item()}
+            return {"mse": self._masked_mse(output, batch).item()}
         return {"mae": (output - target.to(output.dtype)).abs().mean().item()}
 
     # --- pictures --------------------------------------------------------------------------------------
     def annotations(self, sample: dict) -> dict[str, np.ndarray]:
         """trace_points [3, 2, 2]: per LA view (2ch, 3ch, 4ch) the two image-border end points (row, col);
-        cross_point [2]: crossing of the 2ch and 4ch traces; box_centres [9, 2] (label = index + 1);
-        axes_mm [2, 2]: u and v (mm, row/col). NaN where absent."""
+        cross_point [2]: the box centre (the 2ch x 4ch crossing, or the fallback's); box_centres [9, 2]
+        (label = index + 1); axes_mm [2, 2]: u and v (mm, row/col); virtual_points [2, 2]: end points
+        of the single-view fallback's virtual trace. NaN where absent."""
         shape = image_hw(sample)
         out = {
             "trace_views": np.array(LA_VIEWS),
@@ -472,11 +406,14 @@ class PositionPretext(Pretext):
             "cross_point": np.full(2, np.nan),
             "box_centres": np.full((N_BOXES, 2), np.nan),
             "axes_mm": np.full((2, 2), np.nan),
+            "virtual_points": np.full((2, 2), np.nan),
         }
         if not ("plane" in sample and "la_planes" in sample) or sample.get("view", "sa") != "sa":
             return out
         try:
-            geo = SliceGeometry(sample["plane"], sample["la_planes"])  # every view, for the picture
+            plane, centre = self._slice_planes(sample)
+            geo = SliceGeometry(plane, sample["la_planes"], image_centre=centre,  # every view, for the picture
+                                min_cross_deg=self.config.min_cross_deg, single_view=self.config.single_view)
         except (KeyError, ValueError, TypeError):
             return out
         if not geo.ok:
@@ -491,6 +428,10 @@ class PositionPretext(Pretext):
             out["cross_point"] = geo.center.copy()
             out["box_centres"] = geo.box_centres(self.config.distance_mm)
             out["axes_mm"] = np.stack([geo.u, geo.v])
+        if geo.virtual is not None:
+            seg = line_segment_in_image(geo.center, np.asarray(geo.virtual) / geo.spacing, shape)
+            if seg is not None:
+                out["virtual_points"] = np.stack(seg)
         return out
 
     def draw(self, ax, sample: dict) -> None:
@@ -514,9 +455,7 @@ class PositionPretext(Pretext):
                 rgba[..., 3] = np.maximum(rgba[..., 3], 0.8 * np.asarray(target)[k])
             ax.imshow(np.clip(rgba, 0, 1), interpolation="nearest")
         if t == "boxes" and target is not None:
-            lab = np.asarray(target)
-            ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab10", vmin=0.5, vmax=10.5, alpha=0.3,
-                      interpolation="nearest")
+            overlay_classes(ax, target, alpha=0.3)
         if t == "boxes" and target is not None and np.isfinite(ann["cross_point"][0]):
             geo = self.geometry(sample)
             half = self.config.box_mm / 2.0 / geo.spacing
@@ -535,6 +474,9 @@ class PositionPretext(Pretext):
             if np.isfinite(seg[0, 0]):
                 ax.plot(seg[:, 1], seg[:, 0], color=VIEW_COLORS[view], linewidth=0.9, label=view,
                         linestyle="-" if t == "boxes" else "--")
+        if t == "boxes" and np.isfinite(ann["virtual_points"][0, 0]):
+            v = ann["virtual_points"]
+            ax.plot(v[:, 1], v[:, 0], color="white", linewidth=0.9, linestyle=":", label="virtual")
         if np.isfinite(ann["cross_point"][0]):
             ax.plot(ann["cross_point"][1], ann["cross_point"][0], "+", color="red", markersize=6)
         h, w = img.shape

@@ -1,6 +1,6 @@
 """A hand-built heart and a contract check, for pretext tests and third-party plugin authors.
 
-``example_subject`` makes sample dicts shaped exactly like ``CohortDataset``'s (see CONTRACT.md)
+``example_subject`` makes sample dicts shaped exactly like ``CohortDataset``'s (docs/plugins.md)
 from an analytic LV (an ellipsoid of revolution around a known long axis) and planes built by
 hand, so every geometric quantity is known exactly. ``check_contract`` runs a pretext through the
 whole contract: declared target shapes and ranges, identical targets under the same seed, a
@@ -114,7 +114,8 @@ def example_subject(
         samples.append(
             dict(
                 image=image, label=label, has_label=True, plane=plane, la_planes=la_planes.copy(),
-                stack_position=float(i / max(1, n_slices - 1)), subject_id=subject_id, subject=0,
+                image_centre=centre.copy(), stack_position=float(i / max(1, n_slices - 1)),
+                subject_id=subject_id, subject=0,
                 view="sa", frame=0, phase="ed", slice_index=i, index=i,
             )
         )
@@ -124,7 +125,8 @@ def example_subject(
             samples.append(
                 dict(
                     image=image, label=label, has_label=True, plane=la_planes[k].copy(),
-                    la_planes=la_planes.copy(), stack_position=float("nan"), subject_id=subject_id,
+                    la_planes=la_planes.copy(), image_centre=BASE_CENTER + 35.0 * a,
+                    stack_position=float("nan"), subject_id=subject_id,
                     subject=0, view=view, frame=0, phase="ed", slice_index=0, index=n_slices + k,
                 )
             )
@@ -163,7 +165,7 @@ def check_contract(
                 f"{pretext.name}: {key} differs under the same seed"
             )
         assert "image" in t1, f"{pretext.name}: make_target must keep the sample's keys"
-        made.append({k: t1[k] for k in ("input", "target", "target_mask") if k in t1} | {
+        made.append({k: t1[k] for k in spec} | {
             k: t1[k] for k in ("plane", "la_planes", "stack_position", "slice_index")
         })
     batch = default_collate(made)

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent / "readers"))  # the NIfTI cohort builders
 from nifti_cohorts import (  # noqa: E402
     oblique,
+    short_axis,
     save,
     truncate,
     write_acdc_patient,
@@ -28,7 +29,7 @@ from cardiossl.datasets.store import CohortStore, StoreError  # noqa: E402
 from store_records import iter_subject_images  # noqa: E402
 
 GRID = dict(grid_size=32, spacing_mm=2.0)
-GEOM = oblique()
+GEOM = short_axis()  # slice index grows towards the apex, so the stored order is the file order
 
 
 def acdc_cohort(root: Path, numbers, **kw) -> dict:
@@ -283,24 +284,26 @@ def test_synthetic_nifti_layout_ingested_equals_the_direct_store(tmp_path):
     One generated subject goes both ways exactly as the synth command sends it (the UK Biobank-like
     writer, or straight into the store), then `cardiossl ingest` reads the NIfTI folder.
     """
-    from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+    from cardiossl.datasets.readers.nifti_export import write_export_subject
     from cardiossl.datasets.synthetic import subject_id_for, synth_subject
     from cardiossl.platform.cli import app
 
     record = synth_subject(subject_id_for(0, 1), 5, n_frames=2, index=0)
-    write_ukbb_subject(record, tmp_path / "nifti")
+    write_export_subject(record, tmp_path / "nifti")
     CohortStore.create(tmp_path / "direct", grid_size=48).write_subjects([record])
     r = CliRunner().invoke(app, ["ingest", str(tmp_path / "nifti"), "--out", str(tmp_path / "ingested"),
                                  "-q", "--grid-size", "48"])
     assert r.exit_code == 0, r.output
-    assert "layout: ukbb (auto-detected)" in r.output
+    assert "layout: cardiossl-nifti (auto-detected)" in r.output
     origin = CohortStore(tmp_path / "ingested").subject_meta(record.subject_id)["ingest"]
-    assert origin["layout"] == "ukbb" and all(Path(p).exists() for p in origin["paths"])
+    assert origin["layout"] == "cardiossl-nifti" and all(Path(p).exists() for p in origin["paths"])
     direct, ingested = content(tmp_path / "direct"), content(tmp_path / "ingested")
     assert sorted(direct) == sorted(ingested) == [record.subject_id]
     for sid in direct:
         (meta_d, rows_d), (meta_i, rows_i) = direct[sid], ingested[sid]
-        assert meta_d == meta_i
+        order_keys = ("sa_order", "sa_normal_base_to_apex")  # what the reader adds: its geometric order
+        assert meta_d == {k: v for k, v in meta_i.items() if k not in order_keys}
+        assert meta_i["sa_order"].startswith("base to apex")
         assert [r[0] for r in rows_d] == [r[0] for r in rows_i]
         assert {r[0][0] for r in rows_d} == {"sa", "2ch", "3ch", "4ch"}
         for (key, md, img_d, lab_d), (_, mi, img_i, lab_i) in zip(rows_d, rows_i):
@@ -360,9 +363,12 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     for sid in landed:  # whatever is visible is whole
         assert len(CohortStore(store).subject_slices(sid)) == 3 * 5
 
-    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part leaves behind
+    dead = store / "parts" / "p-killed-writer"  # what a writer killed mid-part an hour ago leaves behind
     (dead / "image").mkdir(parents=True, exist_ok=True)
-    (dead / ".writer.lock").write_text('{"pid": 0}')
+    hour_ago = time.time() - 3600
+    (dead / ".lease").write_text(json.dumps({"token": "t", "host": "elsewhere", "pid": 1, "heartbeat": hour_ago,
+                                             "lease_s": 900.0}))
+    os.utime(dead / ".lease", (hour_ago, hour_ago))
     resumed = ingest(src, store, progress=False, **GRID)
     assert "p-killed-writer" in resumed.removed_incomplete_parts and not dead.exists()
     assert sorted(resumed.already_present) == sorted(landed)
@@ -373,8 +379,67 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
     a, b = CohortStore(store).fingerprint, CohortStore(tmp_path / "reference").fingerprint
     for key in ("subjects", "slices", "views", "intensity", "labelled_subjects", "sa_slice_gap_mm"):
         assert rounded(a[key]) == rounded(b[key]), key  # pooled in commit order: last-bit differences
+    # the same data: the same content hash, however it was cut into parts and whenever it was written
+    assert a["content_hash"] == b["content_hash"] == CohortStore(store).snapshot().content_hash
     assert len(reference.parts) < len(CohortStore(store).part_ids())  # the runs did differ in parts
     assert reference.scheduler == "sync"  # and the killed one ran in a dask process pool
+
+
+def test_a_reingest_that_adds_nothing_leaves_the_fingerprint_and_its_hash_unchanged(tmp_path):
+    """Defect 7: the fingerprint held ``updated_at``, so its hash changed on every ingest and a
+    registered encoder was never found again by it."""
+    from cardiossl.platform.tracking import fingerprint_hash
+
+    src = tmp_path / "src"
+    acdc_cohort(src, [1, 2])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    first = CohortStore(tmp_path / "store").fingerprint
+    time.sleep(1.1)  # a later second
+    again = ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert again.ingested == [] and sorted(again.already_present) == ["patient001", "patient002"]
+    second = CohortStore(tmp_path / "store").fingerprint
+    assert second == first and "updated_at" not in second
+    assert fingerprint_hash(second) == fingerprint_hash(first) == second["content_hash"][:16]
+    acdc_cohort(src, [3])
+    ingest(src, tmp_path / "store", progress=False, **GRID)
+    assert fingerprint_hash(CohortStore(tmp_path / "store").fingerprint) != fingerprint_hash(first)
+
+
+DYING_INGEST = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {helpers!r})
+    from nifti_cohorts import DyingAcdcReader
+    from cardiossl.datasets.readers import READERS
+    from cardiossl.platform.cli import app
+
+    READERS.add("acdc-dying", DyingAcdcReader)
+    if __name__ == "__main__":
+        app(["ingest", {src!r}, "--out", {store!r}, "--layout", "acdc-dying", "--workers", "2",
+             "--batch-size", "2", "--grid-size", "32", "--spacing-mm", "2", "--quiet"])
+    """
+)
+
+
+def test_a_worker_process_that_dies_costs_only_the_subject_it_was_reading(tmp_path):
+    """Defect 6: a killed ingest worker aborted a local ingest with a BrokenProcessPool traceback,
+    no report, another valid batch lost and the culprit not named."""
+    src = tmp_path / "src"
+    acdc_cohort(src, range(1, 7))
+    store = tmp_path / "store"
+    script = tmp_path / "run.py"
+    script.write_text(DYING_INGEST.format(helpers=str(Path(__file__).parent / "readers"), src=str(src),
+                                          store=str(store)))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stdout + out.stderr  # the exit code says: something was skipped
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "skipped: 1" in out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.strip().startswith("patient002:"))
+    assert "worker process died while reading it" in line and "exit code 3" in line
+    report = json.loads(Path(next(x for x in out.stdout.splitlines() if x.startswith("report: "))[8:]).read_text())
+    assert [s["subject_id"] for s in report["skipped"]] == ["patient002"]
+    expected = sorted(f"patient{i:03d}" for i in (1, 3, 4, 5, 6))  # patient001 shared its batch
+    assert sorted(report["ingested"]) == expected == sorted(CohortStore(store).subject_ids())
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,8 +447,7 @@ def test_killed_ingest_resumes_to_the_store_of_an_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster, monkeypatch):
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+def test_ray_tasks_ingest_equals_local_ingest(tmp_path, ray_cluster):
     src = tmp_path / "src"
     acdc_cohort(src, [1, 2, 3, 4, 5])
     truncate(src / "patient004" / "patient004_frame01.nii.gz")

@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cardiossl.datasets.geometry import Plane
-from cardiossl.datasets.store import CohortStore, StoreError, intensity_stats
+from cardiossl.datasets.slice_sources import OPEN_SHARDS
+from cardiossl.datasets.store import CohortStore, DamagedDataError, StoreError, intensity_stats
+from cardiossl.datasets.store.layout import NO_CHUNK, decode_shard_index, read_layout
 from cardiossl.datasets.splits import split_subjects
 from cardiossl.datasets.torch_dataset import BlockShuffleSampler, CohortDataset
 from store_records import make_subject
@@ -28,7 +30,7 @@ def store(tmp_path_factory):
         make_subject("s2", 2, frames=3, la_views=()),
     ])
     st.write_subjects([make_subject(f"t{i}", 10 + i, n_sa=4) for i in range(3)])
-    # a part without any label (no label shard file at all) and with an all-zero slice (no chunk written)
+    # a part without any label (an empty label shard) and with an all-zero slice (no chunk written)
     blank = make_subject("u0", 20, labelled=False, la_views=())
     blank.slices[1].image = np.zeros_like(blank.slices[1].image)
     st.write_subjects([blank])
@@ -50,6 +52,9 @@ def test_sample_keys_types_and_values(store):
         np.testing.assert_allclose(m["plane"], Plane(stored["plane"]["origin"], stored["plane"]["row_dir"],
                                    stored["plane"]["col_dir"], stored["plane"]["pixel_spacing"]).to_vector())
         assert m["has_label"] == stored["has_label"] and m["phase"] == stored["phase"]
+        src = stored["source_plane"]  # the image centre is the source image's centre, in world mm
+        centre = Plane(src["origin"], src["row_dir"], src["col_dir"], src["pixel_spacing"]).center(stored["source_shape"])
+        np.testing.assert_allclose(m["image_centre"], centre, atol=1e-6)
     # la_planes: the subject's own 2ch/3ch/4ch planes, NaN where the view is absent
     s0 = next(ds[i] for i in range(len(ds)) if ds.meta(i)["subject_id"] == "s0")
     two = [x for x in store.subject_slices("s0") if x["view"] == "2ch"][0]["plane"]
@@ -93,8 +98,12 @@ def test_readers_agree_and_dataset_pickles(store):
             b = o[i]
             np.testing.assert_array_equal(a["image"], b["image"])
             np.testing.assert_array_equal(a["label"], b["label"])
-    last = store.part_ids()[-1]
-    assert not (store.path / "parts" / last / "label" / "c").exists()
+    last = store.part_ids()[-1]  # unlabelled: its label shard is written, and holds no chunk at all
+    label = store.path / "parts" / last / "label"
+    layout = read_layout(label)
+    shard = layout.chunk_path(label, 0).read_bytes()
+    assert len(shard) == layout.index_nbytes
+    assert (decode_shard_index(shard, layout.chunk_rows) == NO_CHUNK).all()
     u0 = [i for i in range(len(base)) if base.meta(i)["subject_id"] == "u0"]
     raw = CohortDataset(store.path, subjects=["u0"], views=None, normalise=False)
     assert not raw[1]["image"].any() and raw[0]["image"].any() and not raw[0]["label"].any()
@@ -227,5 +236,6 @@ def test_direct_reader_checks_the_shard_index(tmp_path):
     data = bytearray(shard.read_bytes())
     data[-10] ^= 0xFF  # inside the index, before its crc32c
     shard.write_bytes(bytes(data))
-    with pytest.raises(OSError, match="crc32c"):
+    OPEN_SHARDS.clear()  # parts are immutable: a reader keeps each shard's index once read
+    with pytest.raises(DamagedDataError, match=r"crc32c.*subject a"):
         CohortDataset(st.path, views=None)[0]

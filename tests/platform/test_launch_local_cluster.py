@@ -2,7 +2,7 @@
 
 import socket
 
-from cardiossl.platform.launch import _running_local_cluster
+from cardiossl.platform.runtime import running_local_cluster as _running_local_cluster
 
 
 def test_a_pointer_to_a_stopped_cluster_is_ignored(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -117,14 +118,19 @@ def plugin_path(tmp_path_factory):
     (src / "pyproject.toml").write_text(PYPROJECT)
     (src / "cardiossl_invert_plugin.py").write_text(PLUGIN_SOURCE)
     target = tmp_path_factory.mktemp("plugin-site")
+    install(src, target)
+    assert list(target.glob("cardiossl_invert_plugin-0.0.1.dist-info/entry_points.txt"))
+    return target
+
+
+def install(src, target) -> None:
+    """pip-install the package in ``src`` into the folder ``target`` (offline, no dependencies)."""
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
          "--disable-pip-version-check", "--quiet", "--target", str(target), str(src)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
-    assert list(target.glob("cardiossl_invert_plugin-0.0.1.dist-info/entry_points.txt"))
-    return target
 
 
 def run(args, plugin_path, timeout=180):
@@ -151,6 +157,85 @@ def test_installed_plugin_trains_through_the_contract(plugin_path):
     assert result["contract"]["encoder_grad"] > 0
     losses = result["losses"]
     assert all(map(lambda x: x == x, losses)) and losses[-1] < losses[0]
+
+
+BROKEN_PYPROJECT = '''
+[build-system]
+requires = ["setuptools>=68"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "cardiossl-broken-plugin"
+version = "0.0.1"
+requires-python = ">=3.10"
+
+[project.entry-points."cardiossl.pretexts"]
+aaa_broken = "cardiossl_broken_plugin:Jigsaw"
+missing_object = "cardiossl_broken_ok:NoSuchClass"
+
+[project.entry-points."cardiossl.backbones"]
+broken_backbone = "cardiossl_broken_plugin:Net"
+
+[tool.setuptools]
+py-modules = ["cardiossl_broken_plugin", "cardiossl_broken_ok"]
+'''
+
+LOOKUPS = textwrap.dedent('''
+    import json, warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from cardiossl.backbones import BACKBONES
+        from cardiossl.pretexts import PRETEXTS
+        found = {"position": PRETEXTS.get("position").name, "invert": PRETEXTS.get("invert").name,
+                 "unet": BACKBONES.get("unet").__name__}
+    try:
+        PRETEXTS.get("aaa_broken")
+        lookup = "no error"
+    except LookupError as exc:
+        lookup = str(exc)
+    print(json.dumps({"found": found, "lookup": lookup,
+                      "warnings": [f"{w.category.__name__}: {w.message}" for w in caught]}))
+''')
+
+
+@pytest.fixture(scope="module")
+def broken_path(tmp_path_factory, plugin_path):
+    """A fake broken distribution beside the good one: a module that fails to import, an entry point
+    whose object does not exist."""
+    src = tmp_path_factory.mktemp("broken-src")
+    (src / "pyproject.toml").write_text(BROKEN_PYPROJECT)
+    (src / "cardiossl_broken_plugin.py").write_text("raise ImportError('needs libjigsaw.so, not installed')\n")
+    (src / "cardiossl_broken_ok.py").write_text("VALUE = 1\n")
+    install(src, plugin_path)
+    yield plugin_path
+    for p in plugin_path.glob("cardiossl_broken*"):
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def test_a_broken_plugin_is_reported_and_skipped_and_every_other_still_loads(broken_path):
+    """Defect 4: the first entry point that failed to load raised, and every later lookup in that
+    registry (built-ins included) failed with its error."""
+    proc = run([sys.executable, "-c", LOOKUPS], broken_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["found"] == {"position": "position", "invert": "invert", "unet": r["found"]["unet"]}
+    assert "needs libjigsaw.so" in r["lookup"] and "cardiossl-broken-plugin" in r["lookup"]
+    assert any(w.startswith("PluginWarning") and "aaa_broken" in w and "ImportError" in w for w in r["warnings"])
+    assert any("broken_backbone" in w for w in r["warnings"])
+
+    proc = run([sys.executable, "-m", "cardiossl.platform.cli", "plugins", "list", "--json"], broken_path)
+    assert proc.returncode == 1, proc.stderr  # something is broken: say so
+    out = json.loads(proc.stdout)
+    names = {(row["kind"], row["name"]) for row in out["plugins"]}
+    assert {("pretext", "position"), ("pretext", "invert"), ("backbone", "unet")} <= names
+    broken = {(b["kind"], b["name"]): b for b in out["broken"]}
+    assert set(broken) == {("pretext", "aaa_broken"), ("pretext", "missing_object"), ("backbone", "broken_backbone")}
+    assert "ImportError: needs libjigsaw.so" in broken[("pretext", "aaa_broken")]["error"]
+    assert "NoSuchClass" in broken[("pretext", "missing_object")]["error"]
+    assert "(package cardiossl-broken-plugin)" in broken[("backbone", "broken_backbone")]["source"]
+    proc = run([sys.executable, "-m", "cardiossl.platform.cli", "plugins", "list"], broken_path)
+    assert "broken pretext plugin aaa_broken" in proc.stdout and "invert" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
 
 
 def test_without_the_package_the_name_is_unknown(plugin_path):

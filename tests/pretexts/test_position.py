@@ -72,6 +72,9 @@ class Scene:
         return self.sa.pixel_to_world(rr, cc)
 
 
+ANY_ANGLE = 5.0  # the random hand-built scenes are no standard plan: their traces may cross at 6 degrees
+
+
 @pytest.fixture(params=[0, 1, 2, 3])
 def scene(request):
     return Scene(np.random.default_rng(request.param))
@@ -98,7 +101,7 @@ def test_traces_match_the_hand_built_lines(scene):
 
 def test_boxes_equal_a_slow_reference(scene):
     """Every pixel's label from world geometry: mm offsets along the slice's row/col axes."""
-    pre = PositionPretext({"distance_mm": 23.0, "box_mm": 17.3})
+    pre = PositionPretext({"distance_mm": 23.0, "box_mm": 17.3, "min_cross_deg": ANY_ANGLE})
     out = pre.make_target(scene.sample(), np.random.default_rng(0))
     u, v = scene.w["4ch"], scene.w["2ch"]  # already on the anatomical side by construction
     assert u @ LATERAL > 0 and v @ ANTERIOR > 0
@@ -121,12 +124,12 @@ def test_boxes_equal_a_slow_reference(scene):
 
 def test_box_labels_follow_the_anatomical_rule_not_the_plane_sign(scene):
     """Flipping the LA planes' orientation (row/col signs) must not change any label."""
-    pre = PositionPretext()
+    pre = PositionPretext({"min_cross_deg": ANY_ANGLE})
     a = pre.make_target(scene.sample(), np.random.default_rng(0))["target"]
     flipped = scene.sample()
     la = flipped["la_planes"]
     la[:, 3:9] *= -1
-    b = PositionPretext().make_target(flipped, np.random.default_rng(0))["target"]
+    b = PositionPretext({"min_cross_deg": ANY_ANGLE}).make_target(flipped, np.random.default_rng(0))["target"]
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) == set(range(10))
 
@@ -207,27 +210,57 @@ def test_lines_invariant_under_a_rigid_motion_of_the_whole_exam(scene):
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
-def test_accepts_needs_the_planes_each_target_uses(scene):
+def test_reasons_name_why_a_slice_gets_no_target(scene):
     s = scene.sample()
-    no2ch = dict(s, la_planes=s["la_planes"].copy())
-    no2ch["la_planes"][0] = np.nan
-    no3ch = dict(s, la_planes=s["la_planes"].copy())
-    no3ch["la_planes"][1] = np.nan
-    boxes, lines = PositionPretext(), PositionPretext({"target": "lines"})
+
+    def keep(*views):
+        la = np.full((3, 11), np.nan)
+        for k, v in enumerate(("2ch", "3ch", "4ch")):
+            if v in views:
+                la[k] = s["la_planes"][k]
+        return dict(s, la_planes=la)
+
+    boxes = PositionPretext({"min_cross_deg": ANY_ANGLE, "single_view": False})
+    lines, loc = PositionPretext({"target": "lines"}), PositionPretext({"target": "slice_location"})
     lines_24 = PositionPretext({"target": "lines", "views": ["2ch", "4ch"]})
-    loc = PositionPretext({"target": "slice_location"})
+    assert boxes.reason(s) is None and lines.reason(s) is None and loc.reason(s) is None
     assert boxes.accepts(s) and lines.accepts(s) and loc.accepts(s)
-    assert not boxes.accepts(no2ch) and not lines.accepts(no2ch)
-    assert boxes.accepts(no3ch) and not lines.accepts(no3ch) and lines_24.accepts(no3ch)
-    assert not boxes.accepts(dict(s, view="4ch"))
-    assert not loc.accepts(dict(s, stack_position=float("nan")))
-    # An LA plane parallel to the slice has no trace.
-    parallel = dict(s, la_planes=s["la_planes"].copy())
-    parallel["la_planes"][2] = scene.sa.to_vector() + np.r_[scene.normal * 5, np.zeros(8)]
-    assert not boxes.accepts(parallel)
-    assert not boxes.accepts(dict(s, plane=np.full(11, np.nan)))
-    with pytest.raises(ValueError, match="filter=pretext.accepts"):
-        boxes.make_target(no2ch, np.random.default_rng(0))
+    assert boxes.reason(keep()) == lines.reason(keep()) == "no LA view"
+    assert boxes.reason(keep("3ch")) == "only a 3ch trace (fixes no box axis)"
+    assert lines.reason(keep("3ch")) is None  # one view is enough for lines
+    assert lines_24.reason(keep("3ch")) == "no LA view"  # ... of the views it draws
+    assert boxes.reason(keep("4ch")) == "single LA view (single_view fallback off)"
+    assert PositionPretext().reason(keep("4ch")) == "single LA view without an image centre to anchor the fallback"
+    assert boxes.reason(dict(s, view="4ch")) == "not an SA slice"
+    assert loc.reason(dict(s, stack_position=float("nan"))) == "no stack position"
+    parallel = dict(s, la_planes=s["la_planes"].copy())  # LA planes within 10 degrees of the slice
+    for k in range(3):
+        parallel["la_planes"][k] = scene.sa.to_vector() + np.r_[scene.normal * (5 + k), np.zeros(8)]
+    assert boxes.reason(parallel) == lines.reason(parallel) == "traces parallel"
+    assert boxes.reason(dict(s, plane=np.full(11, np.nan))) == "malformed plane"
+    with pytest.raises(ValueError, match=r"single LA view.*filter=pretext.accepts"):
+        boxes.make_target(keep("4ch"), np.random.default_rng(0))
+
+
+def test_lines_with_missing_views_mask_their_channels(scene):
+    s = scene.sample()
+    s["la_planes"][1] = np.nan  # no 3ch
+    lines = PositionPretext({"target": "lines"})
+    out = lines.make_target(s, np.random.default_rng(0))
+    assert out["target_views"].tolist() == [1.0, 0.0, 1.0] and out["target_views"].dtype == np.float32
+    assert not out["target"][1].any() and out["target"][0].max() > 0.9 and out["target"][2].max() > 0.9
+    full = lines.make_target(scene.sample(), np.random.default_rng(0))
+    np.testing.assert_array_equal(out["target"][[0, 2]], full["target"][[0, 2]])
+    assert set(lines.target_spec(scene.shape)) == {"input", "target", "target_views"}
+    assert lines.batch_keys == ("target_views",)
+    # the loss ignores the absent channel: any output there costs nothing
+    batch = {k: torch.as_tensor(np.stack([out[k]])) for k in ("target", "target_views")}
+    pred = torch.as_tensor(np.stack([out["target"]])).clone()
+    assert lines.loss(pred, batch)["loss"].item() == 0.0
+    pred[0, 1] = 5.0
+    assert lines.loss(pred, batch)["loss"].item() == 0.0
+    pred[0, 0] += 0.5
+    assert lines.loss(pred, batch)["loss"].item() == pytest.approx(0.25 / 2, rel=1e-5)  # mean over 2 channels
 
 
 def test_slice_location_target_and_head():
@@ -386,3 +419,102 @@ def test_real_bivme_traces_cross_inside_every_sa_slice():
     centred = pts - pts.mean(0)
     _, sv, _ = np.linalg.svd(centred)
     assert sv[1] / sv[0] < 0.15
+
+
+def _with_views(sample, *views):
+    la = np.full((3, 11), np.nan)
+    for k, v in enumerate(("2ch", "3ch", "4ch")):
+        if v in views:
+            la[k] = sample["la_planes"][k]
+    return dict(sample, la_planes=la)
+
+
+def _crossing(sample, a, b):
+    """World point where the slice and LA views a and b meet, solved from the planes by hand."""
+    idx = {"2ch": 0, "3ch": 1, "4ch": 2}
+    planes = [Plane.from_vector(sample["plane"])] + [Plane.from_vector(sample["la_planes"][idx[v]]) for v in (a, b)]
+    m = np.stack([p.normal for p in planes])
+    return np.linalg.solve(m, [p.normal @ p.origin for p in planes])
+
+
+def test_any_two_views_crossing_at_a_usable_angle_make_the_box_frame():
+    from cardiossl.pretexts.testing import example_subject
+
+    sa = [s for s in example_subject() if s["view"] == "sa"]
+    for s in sa:
+        for views, frame in ((("3ch", "4ch"), "3ch x 4ch"), (("2ch", "3ch"), "2ch x 3ch")):
+            sample = _with_views(s, *views)
+            pre = PositionPretext()
+            geo = pre.geometry(sample)
+            assert geo.frame == frame and pre.reason(sample) is None
+            world = Plane.from_vector(s["plane"]).pixel_to_world(*geo.center)
+            np.testing.assert_allclose(world, _crossing(s, *views), atol=1e-6)
+            # u and v stay anatomical and perpendicular when one of them is not a trace
+            sa_plane = Plane.from_vector(s["plane"])
+            u_w = geo.u[0] * sa_plane.col_dir + geo.u[1] * sa_plane.row_dir
+            v_w = geo.v[0] * sa_plane.col_dir + geo.v[1] * sa_plane.row_dir
+            assert u_w @ LATERAL > 0 and v_w @ ANTERIOR > 0 and abs(u_w @ v_w) < 1e-9
+    # two traces closer than min_cross_deg fix no point: the single-view fallback takes over
+    narrow = PositionPretext({"min_cross_deg": 89.0})
+    assert narrow.geometry(_with_views(sa[2], "3ch", "4ch")).frame == "virtual plane (4ch)"
+
+
+def test_single_view_fallback_lands_on_the_trace_below_the_image_centre():
+    from cardiossl.platform.training.augment import perturbed_plane
+    from cardiossl.pretexts.testing import example_subject
+
+    pre = PositionPretext()
+    for s in (s for s in example_subject(la_views=("4ch",)) if s["view"] == "sa"):
+        geo = pre.geometry(s)
+        assert geo.frame == "virtual plane (4ch)" and pre.reason(s) is None
+        plane = Plane.from_vector(s["plane"])
+        world = plane.pixel_to_world(*geo.center)
+        four = Plane.from_vector(s["la_planes"][2])
+        assert abs((world - four.origin) @ four.normal) < 1e-6  # on the 4ch plane (and in the slice)
+        trace_dir = np.cross(plane.normal, four.normal)
+        assert abs((s["image_centre"] - world) @ trace_dir) < 1e-6  # the foot of the perpendicular
+        out = pre.make_target(dict(s), np.random.default_rng(0))
+        assert set(np.unique(out["target"])) == set(range(10))
+        ann = pre.annotations(out)
+        assert np.isfinite(ann["virtual_points"]).all()
+        # an augmentation moves and turns the sample's plane, not the anatomy: same world centre
+        moved = perturbed_plane(plane, (64, 64), (48, 48), angle_rad=0.4, scale=1.1, shift_mm=(6.0, -9.0))
+        geo2 = pre.geometry(dict(s, plane=moved.to_vector()))
+        np.testing.assert_allclose(moved.pixel_to_world(*geo2.center), world, atol=1e-6)
+    two = [s for s in example_subject(la_views=("2ch",)) if s["view"] == "sa"][0]
+    assert pre.geometry(two).frame == "virtual plane (2ch)"
+
+
+def test_a_box_centre_outside_the_stored_image_is_refused_by_name():
+    from cardiossl.pretexts.testing import example_subject
+
+    s = next(s for s in example_subject() if s["view"] == "sa")
+    sa = Plane.from_vector(s["plane"])
+    two = Plane.from_vector(s["la_planes"][0])
+    away = np.cross(sa.normal, np.cross(sa.normal, two.normal))  # in the slice, across the 2ch trace
+    away /= np.linalg.norm(away)
+    plane = s["plane"].copy()
+    plane[:3] += 150.0 * away  # the image window moves 150 mm away from the crossing
+    far = dict(s, plane=plane, image_centre=s["image_centre"] + 150.0 * away)
+    assert PositionPretext().reason(far) == "crossing outside the image"
+    assert PositionPretext({"target": "lines", "views": ["2ch"]}).reason(far) == "traces outside the image"
+    assert PositionPretext().reason(s) is None and PositionPretext({"target": "lines"}).reason(s) is None
+
+
+def test_plane_correction_moves_the_traces_and_the_threshold_skips_subjects():
+    from cardiossl.pretexts.testing import example_subject
+
+    s = next(s for s in example_subject() if s["view"] == "sa")
+    plane = Plane.from_vector(s["plane"])
+    shift = 4.0 * plane.row_dir - 3.0 * plane.col_dir  # in-plane, world mm
+    base = PositionPretext()
+    corrected = PositionPretext({"plane_correction": "qc"})
+    meta = dict(s, qc_correction=shift, qc_subject_shift_mm=5.0)
+    c0, c1 = base.geometry(meta).center, corrected.geometry(meta).center
+    # moving the plane by +shift moves every world point by -shift in its pixel coordinates
+    np.testing.assert_allclose((c0 - c1) * np.array(plane.spacing), [-3.0, 4.0], atol=1e-9)
+    assert corrected.reason(dict(s)) == "no QC estimate (run cardiossl cohort qc)"
+    assert corrected.reason(dict(s, qc_correction=np.full(3, np.nan), qc_subject_shift_mm=np.nan)).startswith("no QC")
+    strict = PositionPretext({"max_qc_shift_mm": 4.5})
+    assert strict.reason(meta) == "QC shift above max_qc_shift_mm"
+    assert strict.reason(dict(meta, qc_subject_shift_mm=4.0)) is None

@@ -13,5 +13,6 @@ __all__ = ["READERS", "LayoutReader", "ReadError", "SubjectSource"]
 from . import acdc  # noqa: E402,F401  (registers "acdc")
 from . import mnms2  # noqa: E402,F401  (registers "mnms2")
 from . import dicom  # noqa: E402,F401  (registers "dicom")
+from . import nifti_export  # noqa: E402,F401  (registers "cardiossl-nifti")
 from . import ukbb  # noqa: E402,F401  (registers "ukbb")
 from . import sunnybrook  # noqa: E402,F401  (registers "sunnybrook")

@@ -3,7 +3,16 @@
 Short axis only. ``Info.cfg`` names the end-diastolic and end-systolic frames (1-based, ``ED: 1``,
 ``ES: 12``) and the patient's group, height and weight; ``patientXXX_4d.nii.gz``, when present, is
 the whole cine. ACDC labels 1 RV, 2 MYO, 3 LV are remapped to ours (1 LV cavity, 2 LV myocardium,
-3 RV cavity). ACDC stores slice 0 at the base, so stack position is k / (n - 1).
+3 RV cavity).
+
+Geometry: ACDC's files carry voxel sizes (in ``pixdim``) but no scanner orientation: every affine
+is the identity up to axis flips, with 1 mm columns (``nifti_io.scanner_affine`` takes the voxel
+sizes from ``pixdim``). Planes are therefore exact within one stack (slice spacing, pixel spacing,
+slice order) and mean nothing across subjects or views. Base-to-apex order: where a file has a real
+oblique orientation the geometric rule of ``stack_order`` applies; for the identity-like affines the
+anatomical prior cannot be used (the world axes are not the patient's), so the file order is kept:
+ACDC stores the base first (Bernard et al. 2018), which the labels of the 20 development patients
+in ``../shared/data/real/acdc-dev`` confirm (checked by a test, never used by the reader).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ import numpy as np
 from ..records import SubjectRecord
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
-from .nifti_io import linear_positions, load_label, load_nifti, planes_of, volume_slices
+from ..stack_order import file_order, has_scanner_orientation, order_stack
+from .nifti_io import find_nifti, load_label, load_nifti, planes_of, volume_slices
 
 ACDC_TO_OURS = np.array([0, 3, 2, 1], dtype=np.uint8)  # ACDC 1 RV, 2 MYO, 3 LV -> 1 LV, 2 MYO, 3 RV
 _PATIENT = re.compile(r"^patient\d+$")
@@ -59,13 +69,6 @@ def parse_info_cfg(path: Path) -> dict[str, str]:
     return out
 
 
-def _nifti(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return None
-
 
 @READERS.register("acdc")
 class AcdcReader(LayoutReader):
@@ -101,7 +104,7 @@ class AcdcReader(LayoutReader):
             m = _FRAME.match(p.name)
             if m and m["id"] == sid:
                 frame_files[int(m["n"])] = p
-        cine_path = _nifti(folder, f"{sid}_4d")
+        cine_path = find_nifti(folder, f"{sid}_4d")
         for needed in (ed, es):
             if needed not in frame_files and cine_path is None:
                 raise ReadError(
@@ -109,9 +112,10 @@ class AcdcReader(LayoutReader):
                     f"{sid}_4d.nii.gz to take it from"
                 )
 
+        notes: list[str] = []
         cine = cine_affine = None
         if cine_path is not None:
-            cine, cine_affine = load_nifti(cine_path)
+            cine, cine_affine = load_nifti(cine_path, notes=notes)
             if cine.ndim == 3:
                 cine = cine[..., None]
         n_frames = cine.shape[3] if cine is not None else max(frame_files)
@@ -124,13 +128,14 @@ class AcdcReader(LayoutReader):
         slices = []
         n_slices = None
         planes = None
+        order = None
         frame_numbers = range(1, n_frames + 1) if cine is not None else sorted(frame_files)
         for n in frame_numbers:
             phase = "ed" if n == ed else "es" if n == es else ""
             label = None
             if n in frame_files:
                 path = frame_files[n]
-                vol, affine = load_nifti(path)
+                vol, affine = load_nifti(path, notes=notes)
                 if vol.ndim == 4:
                     if vol.shape[3] != 1:
                         raise ReadError(f"{path}: a single frame was expected, got shape {vol.shape}")
@@ -143,7 +148,7 @@ class AcdcReader(LayoutReader):
                         )
                     if not np.allclose(affine, cine_affine, atol=1e-3 * max(1.0, np.abs(affine).max())):
                         raise ReadError(f"{path}: affine differs from the cine {cine_path.name}")
-                gt = _nifti(folder, f"{sid}_frame{n:02d}_gt")
+                gt = find_nifti(folder, f"{sid}_frame{n:02d}_gt")
                 if gt is not None:
                     label = load_label(gt, vol.shape, affine, ACDC_TO_OURS)
             else:
@@ -151,6 +156,10 @@ class AcdcReader(LayoutReader):
             if n_slices is None:
                 n_slices = vol.shape[2]
                 planes = planes_of(path, affine, n_slices)
+                if has_scanner_orientation(planes[0]):
+                    order = order_stack(planes, [vol.shape[1::-1]] * n_slices)
+                else:
+                    order = file_order(n_slices, "the affine has no scanner orientation; ACDC stores the base first")
             elif vol.shape[2] != n_slices:
                 raise ReadError(f"{path}: {vol.shape[2]} slices where frame 1 has {n_slices}")
             slices += volume_slices(
@@ -160,7 +169,8 @@ class AcdcReader(LayoutReader):
                 frame=n - 1,
                 phase=phase,
                 label=label,
-                stack_positions=linear_positions(n_slices),
+                order=order.order,
+                stack_positions=order.positions,
             )
 
         meta = {
@@ -170,7 +180,10 @@ class AcdcReader(LayoutReader):
             "es_frame": es - 1,
             "n_frames": int(n_frames),
             "group": cfg.get("Group", ""),
+            "sa_order": order.rule,
         }
+        if notes:
+            meta["notes"] = sorted(set(notes))
         for key, name in (("Height", "height_cm"), ("Weight", "weight_kg")):
             try:
                 meta[name] = float(cfg[key])

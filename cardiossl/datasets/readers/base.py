@@ -27,7 +27,7 @@ class SubjectSource:
 
 
 class LayoutReader(ABC):
-    """One cohort layout (UK Biobank-like NIfTI, ACDC, M&Ms-2, DICOM exams, ...)."""
+    """One cohort layout (UK Biobank, the cardiossl NIfTI export, ACDC, M&Ms-2, DICOM exams, ...)."""
 
     name: str = ""
 

@@ -6,9 +6,10 @@ optional cines ``NNN_SA_CINE`` / ``NNN_LA_CINE``. The files do not say which cin
 so the ED/ES volumes are located in the cine by their pixels.
 
 The short-axis slice order in the files is not fixed (base or apex first), so it is decided from the
-labels: a ventricle is a cone, so the labelled area is concentrated toward the base. Stored slice 0
-is the base and stack position runs 0 (base) .. 1 (apex); without labels the file order is kept and the
-stack position is unknown (NaN).
+scanner geometry (``stack_order``: the LV long axis from the SA normal projected into the 4-chamber
+plane, the apex towards the patient's left, anterior and inferior), never from the labels. Stored
+slice 0 is the base and stack position runs 0 (base) .. 1 (apex); ``meta["sa_order"]`` states the
+rule and flags an uncertain case.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 from ..records import SliceRecord, SubjectRecord
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
+from ..geometry import Plane
+from ..stack_order import order_stack
 from .nifti_io import (
-    linear_positions,
+    find_nifti,
     load_label,
     load_nifti,
     matching_frame,
@@ -34,17 +37,10 @@ _SUBJECT = re.compile(r"^\d+$")
 _SEARCH_DEPTH = 3  # root/NNN, root/dataset/NNN, root/MnM2/dataset/NNN
 
 
-def _file(folder: Path, stem: str) -> Path | None:
-    for ext in (".nii.gz", ".nii"):
-        p = folder / f"{stem}{ext}"
-        if p.is_file():
-            return p
-    return None
-
 
 def _is_subject(d: Path) -> bool:
     return bool(_SUBJECT.match(d.name)) and (
-        _file(d, f"{d.name}_SA_ED") is not None or _file(d, f"{d.name}_SA_CINE") is not None
+        find_nifti(d, f"{d.name}_SA_ED") is not None or find_nifti(d, f"{d.name}_SA_CINE") is not None
     )
 
 
@@ -69,25 +65,13 @@ def _subject_dirs(root: Path, first_only: bool = False) -> list[Path]:
     return found
 
 
-def base_first(label: np.ndarray) -> bool | None:
-    """Whether slice 0 of a label volume (X, Y, Z) is at the base; None when labels cannot tell."""
-    area = (label > 0).reshape(-1, label.shape[2]).sum(axis=0).astype(np.float64)
-    ks = np.nonzero(area)[0]
-    if ks.size < 2:
-        return None
-    centroid = float((ks * area[ks]).sum() / area[ks].sum())
-    mid = float(ks.min() + ks.max()) / 2.0
-    if abs(centroid - mid) < 1e-6:
-        return None
-    return bool(centroid < mid)
-
-
 def _view_slices(
-    folder: Path, sid: str, axis: str, view: str
-) -> tuple[list[SliceRecord], dict]:
-    """Every slice of one acquisition (SA or LA): ED/ES volumes with labels, plus the cine."""
-    ed_p, es_p = _file(folder, f"{sid}_{axis}_ED"), _file(folder, f"{sid}_{axis}_ES")
-    cine_p = _file(folder, f"{sid}_{axis}_CINE")
+    folder: Path, sid: str, axis: str, view: str, la_planes: list[Plane] = ()
+) -> tuple[list[SliceRecord], dict, list[Plane]]:
+    """Every slice of one acquisition (SA or LA): ED/ES volumes with labels, plus the cine; and its
+    planes. SA stacks are ordered base to apex with ``la_planes``' help."""
+    ed_p, es_p = find_nifti(folder, f"{sid}_{axis}_ED"), find_nifti(folder, f"{sid}_{axis}_ES")
+    cine_p = find_nifti(folder, f"{sid}_{axis}_CINE")
     phases: dict[str, tuple[np.ndarray, np.ndarray, Path, np.ndarray | None]] = {}
     for phase, p in (("ed", ed_p), ("es", es_p)):
         if p is None:
@@ -97,7 +81,7 @@ def _view_slices(
             if vol.shape[3] != 1:
                 raise ReadError(f"{p}: a single frame was expected, got shape {vol.shape}")
             vol = vol[..., 0]
-        gt = _file(folder, f"{sid}_{axis}_{phase.upper()}_gt")
+        gt = find_nifti(folder, f"{sid}_{axis}_{phase.upper()}_gt")
         lab = load_label(gt, vol.shape, aff) if gt is not None else None
         phases[phase] = (vol, aff, p, lab)
     if "ed" in phases and "es" in phases:
@@ -111,7 +95,7 @@ def _view_slices(
         if cine.ndim == 3:
             cine = cine[..., None]
     if not phases and cine is None:
-        return [], {}
+        return [], {}, []
 
     # frame index of each phase volume
     frame_of: dict[str, int] = {}
@@ -138,20 +122,10 @@ def _view_slices(
     n_slices = ref_vol.shape[2]
     planes = planes_of(ref_path, ref_aff, n_slices)
 
-    order, positions, stack_order = None, None, "not applicable"
+    order = positions = stack = None
     if view == "sa":
-        verdict = None
-        for phase in ("ed", "es"):
-            if phase in phases and phases[phase][3] is not None:
-                verdict = base_first(phases[phase][3])
-                if verdict is not None:
-                    break
-        if verdict is None:
-            stack_order, positions = "unknown", [float("nan")] * n_slices
-        else:
-            order = list(range(n_slices)) if verdict else list(range(n_slices))[::-1]
-            stack_order = "file order" if verdict else "reversed file order"
-            positions = linear_positions(n_slices)
+        stack = order_stack(planes, [ref_vol.shape[1::-1]] * n_slices, la_planes)
+        order, positions = stack.order, stack.positions
 
     by_frame = {t: ph for ph, t in frame_of.items()}
     slices: list[SliceRecord] = []
@@ -168,9 +142,9 @@ def _view_slices(
     meta = {f"{axis.lower()}_n_frames": int(n_frames)}
     for phase, t in frame_of.items():
         meta[f"{axis.lower()}_{phase}_frame"] = int(t)
-    if view == "sa":
-        meta["sa_stack_order"] = stack_order
-    return slices, meta
+    if stack is not None:
+        meta.update(stack.meta())
+    return slices, meta, planes
 
 
 @READERS.register("mnms2")
@@ -193,10 +167,10 @@ class MnMs2Reader(LayoutReader):
     def read(self, source: SubjectSource) -> SubjectRecord:
         folder = Path(source.paths[0])
         sid = folder.name
-        sa, sa_meta = _view_slices(folder, sid, "SA", "sa")
+        la, la_meta, la_planes = _view_slices(folder, sid, "LA", "4ch")
+        sa, sa_meta, _ = _view_slices(folder, sid, "SA", "sa", la_planes[:1])
         if not sa:
             raise ReadError(f"{folder}: no short-axis image ({sid}_SA_ED.nii.gz or {sid}_SA_CINE.nii.gz)")
-        la, la_meta = _view_slices(folder, sid, "LA", "4ch")
         meta = {"layout": "mnms2", "source": str(folder), **sa_meta, **la_meta}
         if "sa_ed_frame" in meta:
             meta["ed_frame"] = meta["sa_ed_frame"]

@@ -1,346 +1,318 @@
-"""UK Biobank-like NIfTI layout (as prepared for Bai et al., JCMR 2018): writer and reader.
+"""UK Biobank cardiac MR as Bai et al.'s ``ukbb_cardiac`` conversion leaves it (Bai et al., JCMR 2018).
 
-One folder per subject::
+One folder per subject (``<eid>/``), NIfTI files (``.nii.gz`` or ``.nii``) named by view stem
+``sa``, ``la_2ch``, ``la_3ch``, ``la_4ch``; any subset of the long-axis (LA) views may be present:
 
-    <id>/sa.nii.gz          SA cine, 4-D (x, y, slice, frame); slice 0 is the most basal
-    <id>/la_2ch.nii.gz      LA cines, 4-D (x, y, 1, frame); likewise la_3ch, la_4ch
-    <id>/label_sa.nii.gz    labels, 4-D (x, y, slice, k): one volume per labelled frame (ED, then ES)
-    <id>/label_la_2ch.nii.gz ...
-    <id>/info.json          ed_frame, es_frame, the labelled frames of each view, the subject meta
+* ``<stem>.nii.gz``: the cine, 4-D ``(x, y, slice, frame)``; LA cines are ``(x, y, 1, frame)``. The
+  cine is triggered at the R wave, so frame 0 is end-diastole (ED), as the pipeline assumes.
+* ``<stem>_ED.nii.gz``, ``<stem>_ES.nii.gz``: single frames ``(x, y, slice)``. Next to a cine their
+  frames are found in it by their pixels (the pipeline cuts them out of the cine); without a cine
+  they are the subject's only frames (ED = frame 0, ES = frame 1).
+* Labels, manual (``label_``, cvi42 contours of UK Biobank application 2964) or automatic (``seg_``,
+  ``seg4_``, the pipeline's networks), as a 4-D file or per phase (``_ED``, ``_ES``). Values, from
+  the pipeline's own code (``biobank_utils.py``, ``cardiac_utils.py``), and what is stored:
 
-The 2-D image of slice k at frame t is ``data[:, :, k, t].T`` and its plane is
-``Plane.from_nifti(affine, k)`` (RAS affine, converted to LPS there). Each label file also names its
-frames in the header ``descrip`` (``cardiossl label frames=0,2``), so labels stay interpretable
-without ``info.json``; without either, ED is frame 0 (the UK Biobank cine starts at the R wave).
+  ==========================================  =========================================  ================
+  files                                       values                                     stored
+  ==========================================  =========================================  ================
+  ``label_sa*``, ``seg_sa*``                   1 LV cavity, 2 LV myocardium, 3 RV cavity  as they are
+  ``seg4_la_4ch*``                             1 LV, 2 myocardium, 3 RV, 4 LA, 5 RA       1-3; atria -> 0
+  ``label_la_2ch*``, ``seg_la_2ch*``           1 left atrium                              not stored
+  ``label_la_4ch*``, ``seg_la_4ch*``           1 left atrium, 2 right atrium              not stored
+  ==========================================  =========================================  ================
 
-Subjects are written to a hidden temporary folder and renamed into place, so a crash never leaves a
-half-written subject that a reader would take for a whole one.
+  Atrium-only files are not stored (a note says so): the project's labels (``records.LABELS``) are
+  ventricular, and a slice stored as labelled with its ventricles left as background would teach a
+  segmenter that they are background. An atrium is never stored as a ventricle. A 4-D manual file
+  labels the frames that have any non-zero voxel (the annotated ones), a 4-D automatic file every
+  frame. For each view, manual labels win over automatic ones (``seg4_`` over ``seg_`` for the
+  4-chamber view); ``meta["labels"][view]`` records the source, the files and the frames, and
+  ``meta["label_source"]`` is ``manual``, ``automatic``, ``manual+automatic`` or None.
+* Ignored, each with a note in ``meta["notes"]``: ``ao.nii.gz`` (the aortic distensibility cine, not
+  a cardiac view), ``label_up_*`` (labels on a 4x upsampled grid), and any other NIfTI file.
+
+Planes come from the affine (``nifti_io.scanner_affine``); the SA stack is ordered base to apex by
+geometry (``stack_order``, with the LA planes), never by file order or labels.
+
+The project's own export (``cardiossl synth --format nifti``) looks similar but is another layout
+(``readers.nifti_export``, ``cardiossl-nifti``); folders whose ``info.json`` says so are left to it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..geometry import LPS_FROM_RAS, GeometryError, Plane
-from ..records import LA_VIEWS, LABELS, RecordError, SliceRecord, SubjectRecord
+from ..geometry import Plane
+from ..records import RecordError, SliceRecord, SubjectRecord
+from ..stack_order import order_stack
 from . import READERS
 from .base import LayoutReader, ReadError, SubjectSource
+from .nifti_export import is_export
+from .nifti_io import AFFINE_ATOL_MM, find_nifti, load_nifti, matching_frame, planes_of
 
-FORMAT = "cardiossl-ukbb"
-VERSION = 1
-VIEW_FILES = {"sa": "sa.nii.gz", "2ch": "la_2ch.nii.gz", "3ch": "la_3ch.nii.gz", "4ch": "la_4ch.nii.gz"}
-INFO_FILE = "info.json"
-_DESCRIP = re.compile(r"frames=([0-9,]+)")
-_LABELS_CONTIGUOUS = set(LABELS) == set(range(min(LABELS), max(LABELS) + 1))
+STEMS = {"sa": "sa", "2ch": "la_2ch", "3ch": "la_3ch", "4ch": "la_4ch"}
+PHASE_SUFFIX = {"ed": "_ED", "es": "_ES"}
+_SA_LUT = np.array([0, 1, 2, 3], dtype=np.uint8)
+_SEG4_LUT = np.array([0, 1, 2, 3, 0, 0], dtype=np.uint8)  # 4 LA, 5 RA -> background
+# (prefix, source, {view: LUT, or None for atrium-only files}); first match with a LUT wins
+LABEL_KINDS = (
+    ("label_", "manual", {"sa": _SA_LUT, "2ch": None, "4ch": None}),
+    ("seg4_", "automatic", {"4ch": _SEG4_LUT}),
+    ("seg_", "automatic", {"sa": _SA_LUT, "2ch": None, "4ch": None}),
+)
+ATRIAL = {"2ch": "1 left atrium", "4ch": "1 left atrium, 2 right atrium"}
+_NIFTI = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$")
 
 
-def label_file(view: str) -> str:
-    return "label_" + VIEW_FILES[view]
+
+def is_subject(folder: Path) -> bool:
+    """A folder with an SA cine or an SA ED frame that is not a cardiossl NIfTI export."""
+    return (find_nifti(folder, "sa") is not None or find_nifti(folder, "sa_ED") is not None) and not is_export(folder)
 
 
-# ------------------------------------------------------------------------------------------------
-# writer
+@dataclass
+class _View:
+    """One view's frames: ``volumes[t]`` (x, y, slice) at frame t, its planes and phase frames."""
+
+    view: str
+    volumes: list[np.ndarray]
+    affine: np.ndarray
+    planes: list[Plane]
+    phase_frames: dict[str, int]
+    from_cine: bool
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.volumes[0].shape
 
 
-def _stack_affine(planes: list[Plane], step_if_single: float) -> np.ndarray:
-    """RAS affine of a regular stack of parallel planes (voxel i along a row, j down a column)."""
-    p0 = planes[0]
-    for k, p in enumerate(planes[1:], start=1):
-        if not (
-            np.allclose(p.row_dir, p0.row_dir, atol=1e-5)
-            and np.allclose(p.col_dir, p0.col_dir, atol=1e-5)
-            and np.allclose(p.spacing, p0.spacing, atol=1e-5)
-        ):
-            raise ValueError(f"slice {k} has a different orientation or pixel spacing from slice 0")
-    if len(planes) > 1:
-        step = planes[1].origin - p0.origin
-        for k, p in enumerate(planes):
-            if np.linalg.norm(p.origin - (p0.origin + k * step)) > 1e-3:
-                raise ValueError(f"slice {k} is not equally spaced from its neighbours, as a NIfTI stack must be")
-        if abs(step @ p0.normal) < 1e-6:
-            raise ValueError("the slices of the stack lie in one plane")
+def _as_volume(path: Path, data: np.ndarray, view: str) -> np.ndarray:
+    """A single-frame file as (x, y, slice)."""
+    if data.ndim == 4:
+        if data.shape[3] != 1:
+            raise ReadError(f"{path}: one frame was expected, got shape {data.shape}")
+        data = data[..., 0]
+    if view != "sa" and data.shape[2] != 1:
+        raise ReadError(f"{path}: a long-axis file holds one slice (x, y, 1), got shape {data.shape}")
+    return data
+
+
+def _read_view(folder: Path, view: str, notes: list[str]) -> _View | None:
+    stem = STEMS[view]
+    cine_p = find_nifti(folder, stem)
+    phase_p = {ph: find_nifti(folder, stem + suf) for ph, suf in PHASE_SUFFIX.items()}
+    if cine_p is None and not any(phase_p.values()):
+        return None
+    phase_vols: dict[str, tuple[np.ndarray, np.ndarray, Path]] = {}
+    for ph, p in phase_p.items():
+        if p is not None:
+            vol, aff = load_nifti(p, notes=notes)
+            phase_vols[ph] = (_as_volume(p, vol, view), aff, p)
+    if cine_p is not None:
+        cine, affine = load_nifti(cine_p, notes=notes)
+        if cine.ndim == 3:
+            if view != "sa" and cine.shape[2] != 1:
+                raise ReadError(
+                    f"{cine_p}: a long-axis cine is 4-D (x, y, 1, frame), got shape {cine.shape}; "
+                    "re-save it with the singleton slice axis"
+                )
+            cine = cine[..., None]
+        if view != "sa" and cine.shape[2] != 1:
+            raise ReadError(f"{cine_p}: a long-axis cine holds one slice (x, y, 1, frame), got shape {cine.shape}")
+        frames = {"ed": 0}
+        for ph, (vol, aff, p) in phase_vols.items():
+            if vol.shape != cine.shape[:3] or not np.allclose(aff, affine, atol=1e-3 * max(1.0, np.abs(aff).max())):
+                raise ReadError(f"{p}: shape or affine differs from {cine_p.name}; both must share one grid")
+            t = matching_frame(cine, vol)
+            if t is None:
+                raise ReadError(f"{p}: matches no frame of {cine_p.name}; are they the same scan?")
+            frames[ph] = t
+        if "es" in frames and frames["es"] == frames["ed"]:
+            raise ReadError(f"{folder}: {stem}_ED and {stem}_ES match the same cine frame")
+        volumes = [cine[..., t] for t in range(cine.shape[3])]
+        path, files = cine_p, [cine_p.name] + [p.name for _, _, p in phase_vols.values()]
     else:
-        step = p0.normal * step_if_single
-    lps = np.eye(4)
-    lps[:3, 0] = p0.row_dir * p0.spacing[1]
-    lps[:3, 1] = p0.col_dir * p0.spacing[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = p0.origin
-    ras = np.eye(4)
-    ras[:3, :] = LPS_FROM_RAS @ lps[:3, :]
-    return ras
+        (v0, affine, path), *rest = [phase_vols[ph] for ph in ("ed", "es") if ph in phase_vols]
+        for vol, aff, p in rest:
+            if vol.shape != v0.shape or not np.allclose(aff, affine, atol=1e-3 * max(1.0, np.abs(aff).max())):
+                raise ReadError(f"{p}: shape or affine differs from {path.name}; both must share one grid")
+        phases = [ph for ph in ("ed", "es") if ph in phase_vols]
+        frames = {ph: i for i, ph in enumerate(phases)}
+        volumes = [phase_vols[ph][0] for ph in phases]
+        files = [phase_vols[ph][2].name for ph in phases]
+    planes = planes_of(path, affine, volumes[0].shape[2])
+    return _View(view, volumes, affine, planes, frames, cine_p is not None, files)
 
 
-def _save(data: np.ndarray, affine: np.ndarray, path: Path, descrip: str = "") -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.set_sform(affine, code=1)  # scanner coordinates
-    img.set_qform(affine, code=1)
-    img.header.set_xyzt_units("mm", "sec")
-    if descrip:
-        img.header["descrip"] = descrip.encode()[:79]
-    nib.save(img, str(path))
-
-
-def write_ukbb_subject(record: SubjectRecord, folder: Path, *, overwrite: bool = False) -> Path:
-    """Write one subject as ``folder/<id>/`` in the layout above; returns that folder.
-
-    Needs an SA stack of equally spaced parallel slices and at most one slice per LA view, every
-    slice at every frame. Raises FileExistsError when the subject is already there (unless
-    ``overwrite``), ValueError when the record cannot be expressed in this layout.
-    """
-    record.validate()
-    sid = record.subject_id
-    folder = Path(folder)
-    dest = folder / sid
-    if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists; delete it or choose another output folder")
-    by_view: dict[str, dict[tuple[int, int], SliceRecord]] = {}
-    for s in record.slices:
-        if s.view not in VIEW_FILES:
-            raise ValueError(f"subject {sid}: view {s.view!r} has no file in the UK Biobank layout")
-        by_view.setdefault(s.view, {})[(s.slice_index, s.frame)] = s
-    if "sa" not in by_view:
-        raise ValueError(f"subject {sid}: no SA slices; the layout needs sa.nii.gz")
-    frames = sorted({s.frame for s in record.slices})
-    if frames != list(range(len(frames))):
-        raise ValueError(f"subject {sid}: frames {frames} are not 0..{len(frames) - 1}")
-    ed = next((s.frame for s in record.slices if s.phase == "ed"), record.meta.get("ed_frame", 0))
-    es = next((s.frame for s in record.slices if s.phase == "es"), record.meta.get("es_frame"))
-    info = {
-        "format": FORMAT,
-        "version": VERSION,
-        "subject_id": sid,
-        "ed_frame": int(ed),
-        "es_frame": None if es is None else int(es),
-        "label_frames": {},
-        "meta": record.meta,
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{sid}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        for view, slices in by_view.items():
-            where = f"subject {sid}, view {view}"
-            indices = sorted({k for k, _ in slices})
-            if indices != list(range(len(indices))):
-                raise ValueError(f"{where}: slice indices {indices} are not 0..{len(indices) - 1}")
-            if view != "sa" and len(indices) != 1:
-                raise ValueError(f"{where}: {len(indices)} slices; LA files hold one")
-            missing = [(k, t) for k in indices for t in frames if (k, t) not in slices]
-            if missing:
-                raise ValueError(f"{where}: slice/frame {missing[0]} is missing")
-            first = [slices[(k, 0)] for k in indices]
-            shape = first[0].image.shape
-            if any(slices[key].image.shape != shape for key in slices):
-                raise ValueError(f"{where}: images differ in shape")
-            for (k, t), s in slices.items():
-                if not np.array_equal(s.plane.to_vector(), first[k].plane.to_vector()):
-                    raise ValueError(f"{where}, slice {k}: the plane changes between frames")
-            thick_key = "sa_slice_thickness_mm" if view == "sa" else "la_slice_thickness_mm"
-            try:
-                affine = _stack_affine([s.plane for s in first], float(record.meta.get(thick_key, 1.0)))
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from None
-            data = np.zeros((shape[1], shape[0], len(indices), len(frames)), dtype=np.float32)
-            for (k, t), s in slices.items():
-                data[:, :, k, t] = s.image.T
-            if np.all(data == np.rint(data)) and data.min() >= -32768 and data.max() <= 32767:
-                data = data.astype(np.int16)  # whole-number magnitudes, as scanners store them
-            _save(data, affine, tmp / VIEW_FILES[view])
-            label_frames = sorted({t for (k, t), s in slices.items() if s.label is not None})
-            if label_frames:
-                lab = np.zeros((shape[1], shape[0], len(indices), len(label_frames)), dtype=np.uint8)
-                for j, t in enumerate(label_frames):
-                    for k in indices:
-                        s = slices[(k, t)]
-                        if s.label is None:
-                            raise ValueError(f"{where}: frame {t} is labelled on some slices only")
-                        lab[:, :, k, j] = s.label.T
-                descrip = "cardiossl label frames=" + ",".join(str(t) for t in label_frames)
-                _save(lab, affine, tmp / label_file(view), descrip)
-                info["label_frames"][view] = label_frames
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
-
-
-# ------------------------------------------------------------------------------------------------
-# reader
-
-
-def _load(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    """(4-D data, RAS affine, header descrip) of one NIfTI file, or ReadError naming the problem."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for damaged files (EOFError, zlib, ...)
+def _label_file(path: Path, v: _View, lut: np.ndarray, notes: list[str]) -> np.ndarray:
+    """A label file on its view's grid, remapped through ``lut``; always 4-D (x, y, slice, k)."""
+    data, affine = load_nifti(path, labels=True, notes=notes)
+    if data.ndim == 3:
+        data = data[..., None]
+    if data.shape[:3] != v.shape:
         raise ReadError(
-            f"{path}: cannot read this NIfTI file ({type(exc).__name__}: {exc}); it looks truncated or "
-            "corrupt: copy or export it again"
-        ) from None
-    hdr = img.header
-    sform, qform = int(hdr["sform_code"]), int(hdr["qform_code"])
-    if sform == 0 and qform == 0:
-        raise ReadError(
-            f"{path}: no affine (sform_code and qform_code are both 0), so the slice positions in the "
-            "scanner are unknown; write the file with its scanner affine (sform or qform)"
+            f"{path}: label shape {data.shape[:3]} differs from its image's shape {v.shape}; "
+            "the label must be on the image grid"
         )
-    affine = np.asarray(img.get_sform() if sform > 0 else img.get_qform(), dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise ReadError(f"{path}: degenerate affine (non-finite or singular); fix the file's sform/qform")
-    if data.ndim == 2:
-        data = data[:, :, None, None]
-    elif data.ndim == 3:
-        data = data[:, :, :, None]
-    elif data.ndim != 4:
-        raise ReadError(f"{path}: expected a 2-, 3- or 4-D image, got shape {data.shape}")
-    descrip = bytes(hdr["descrip"]).split(b"\0", 1)[0].decode("ascii", "replace")
-    return data, affine, descrip
+    scale = max(1.0, float(np.abs(v.affine[:3, 3]).max()))
+    if not np.allclose(affine, v.affine, rtol=0.0, atol=AFFINE_ATOL_MM * scale):
+        raise ReadError(
+            f"{path}: label affine differs from its image's affine (max difference "
+            f"{np.abs(affine - v.affine).max():.4g}); the label must be on the image grid"
+        )
+    bad = np.unique(data[data >= len(lut)])
+    if bad.size:
+        raise ReadError(f"{path}: label values {bad.tolist()} have no meaning in this file's convention "
+                        f"(0..{len(lut) - 1})")
+    return lut[data]
 
 
-def _affines_agree(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.allclose(a[:3, :3], b[:3, :3], atol=1e-4) and np.allclose(a[:3, 3], b[:3, 3], atol=1e-2))
+def _view_labels(folder: Path, v: _View, notes: list[str], seen: set[str]) -> tuple[dict[int, np.ndarray], dict | None]:
+    """{frame: label volume} of one view and what they came from (None when unlabelled); the names
+    of every label file of the view, used or noted, go into ``seen``."""
+    stem = STEMS[v.view]
+    for prefix, source, luts in LABEL_KINDS:
+        paths = {key: find_nifti(folder, prefix + stem + suf) for key, suf in (("cine", ""), *PHASE_SUFFIX.items())}
+        present = {k: p for k, p in paths.items() if p is not None}
+        if not present:
+            continue
+        seen.update(p.name for p in present.values())
+        if v.view not in luts:
+            notes.append(f"{', '.join(p.name for p in present.values())}: no known label convention for "
+                         f"the {v.view} view; not stored")
+            continue
+        lut = luts[v.view]
+        if lut is None:
+            notes.append(f"{', '.join(p.name for p in present.values())}: atrial labels ({ATRIAL[v.view]}) "
+                         "not stored: the ventricles are unlabelled in these files")
+            continue
+        labels: dict[int, np.ndarray] = {}
+        used: list[str] = []
+        n_frames = len(v.volumes)
+        if "cine" in present:
+            data = _label_file(present["cine"], v, lut, notes)
+            if data.shape[3] != n_frames:
+                raise ReadError(
+                    f"{present['cine']}: {data.shape[3]} label frames where the image has {n_frames}; a 4-D "
+                    "label file of this layout holds every cine frame"
+                )
+            if source == "manual":
+                frames = [t for t in range(n_frames) if data[..., t].any()]
+            else:
+                frames = list(range(n_frames))
+            labels.update({t: data[..., t] for t in frames})
+            used.append(present["cine"].name)
+        for ph in ("ed", "es"):
+            if ph not in present:
+                continue
+            t = v.phase_frames.get(ph)
+            if t is None:
+                notes.append(f"{present[ph].name}: no {stem}{PHASE_SUFFIX[ph]} image to place it in the cine; "
+                             "not stored")
+                continue
+            labels[t] = _label_file(present[ph], v, lut, notes)[..., 0]
+            used.append(present[ph].name)
+        if labels:
+            return labels, {"source": source, "files": used, "frames": sorted(labels)}
+    return {}, None
+
+
+def _ignored(folder: Path, used: set[str]) -> list[str]:
+    out = []
+    for p in sorted(folder.iterdir()):
+        m = _NIFTI.match(p.name)
+        if not m or p.name in used or not p.is_file():
+            continue
+        stem = m["stem"]
+        if stem == "ao" or stem.startswith(("ao_", "seg_ao", "label_ao")):
+            out.append(f"{p.name}: aortic distensibility cine ignored (not a cardiac view the store keeps)")
+        elif stem.startswith("label_up_"):
+            out.append(f"{p.name}: labels on a 4x upsampled grid ignored (the label_* file on the image grid is used)")
+        elif not re.match(r"^(label_|seg4?_)?(sa|la_[234]ch)(_E[DS])?$", stem):
+            out.append(f"{p.name}: not part of the UK Biobank layout; ignored")
+    return out
 
 
 @READERS.register("ukbb")
 class UKBBReader(LayoutReader):
-    """UK Biobank-like NIfTI folders: ``<id>/sa.nii.gz``, ``la_{2,3,4}ch.nii.gz``, ``label_*.nii.gz``."""
+    """UK Biobank folders as Bai et al.'s ``ukbb_cardiac`` conversion writes them (module docstring)."""
 
     name = "ukbb"
 
     @classmethod
     def detect(cls, root: Path) -> bool:
         root = Path(root)
-        if (root / VIEW_FILES["sa"]).is_file():
+        if not root.is_dir():
+            return False
+        if is_subject(root):
             return True
-        return root.is_dir() and next(root.glob(f"*/{VIEW_FILES['sa']}"), None) is not None
+        return any(is_subject(d) for d in sorted(root.iterdir())[:50] if d.is_dir() and not d.name.startswith("."))
 
     def discover(self, root: Path) -> list[SubjectSource]:
         root = Path(root)
-        if (root / VIEW_FILES["sa"]).is_file():  # a single subject folder
+        if is_subject(root):  # a single subject folder
             return [SubjectSource(root.name, root.parent, (root,))]
         return [
             SubjectSource(d.name, root, (d,))
             for d in sorted(root.iterdir())
-            if d.is_dir() and not d.name.startswith(".") and (d / VIEW_FILES["sa"]).is_file()
+            if d.is_dir() and not d.name.startswith(".") and is_subject(d)
         ]
 
     def read(self, source: SubjectSource) -> SubjectRecord:
         folder = Path(source.paths[0]) if source.paths else Path(source.root) / source.subject_id
         sid = source.subject_id
-        info: dict = {}
-        info_path = folder / INFO_FILE
-        if info_path.is_file():
-            try:
-                info = json.loads(info_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ReadError(f"{info_path}: not valid JSON ({exc}); fix or delete it") from None
-        if not (folder / VIEW_FILES["sa"]).is_file():
-            raise ReadError(f"{folder}: no {VIEW_FILES['sa']}; every subject of this layout needs an SA cine")
-        ed = int(info.get("ed_frame", 0))
-        es = info.get("es_frame")
-        phases = {ed: "ed"}
-        if es is not None:
-            phases[int(es)] = "es"
+        notes: list[str] = []
+        views = {view: _read_view(folder, view, notes) for view in STEMS}
+        views = {k: v for k, v in views.items() if v is not None}
+        if "sa" not in views:
+            raise ReadError(f"{folder}: no sa.nii.gz or sa_ED.nii.gz; every subject of this layout needs an SA image")
+        sa = views["sa"]
+        la_planes = [views[k].planes[0] for k in ("2ch", "3ch", "4ch") if k in views]
+        stack = order_stack(sa.planes, [sa.shape[1::-1]] * sa.shape[2], la_planes)
+
         slices: list[SliceRecord] = []
-        for view in ("sa", *LA_VIEWS):
-            path = folder / VIEW_FILES[view]
-            if not path.is_file():
-                continue
-            data, affine, _ = _load(path)
-            # integer voxels (the usual int16) are finite by type; each slice is converted to float32
-            # as it is cut out below, not the whole 4-D volume first
-            if data.dtype.kind not in "iub":
-                data = data.astype(np.float32, copy=False)
-                if not np.all(np.isfinite(data)):
-                    bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
-                    raise ReadError(f"{path}: {bad} NaN or Inf pixels; re-export the series")
-            n_slices, n_frames = data.shape[2], data.shape[3]
-            try:
-                planes = [Plane.from_nifti(affine, k) for k in range(n_slices)]
-            except GeometryError as exc:
-                raise ReadError(f"{path}: unusable affine: {exc}") from None
-            labels = self._labels(folder, view, data.shape, affine, info, n_frames, ed, es)
-            for k in range(n_slices):
-                pos = k / (n_slices - 1) if (view == "sa" and n_slices > 1) else float("nan")
-                for t in range(n_frames):
-                    lab = labels.get(t)
-                    slices.append(
-                        SliceRecord(
-                            view=view,
-                            slice_index=k,
-                            frame=t,
-                            image=np.ascontiguousarray(data[:, :, k, t].T, dtype=np.float32),
-                            plane=planes[k],
-                            label=None if lab is None else np.ascontiguousarray(lab[:, :, k].T),
-                            phase=phases.get(t, ""),
-                            stack_position=pos,
-                        )
-                    )
-        meta = info.get("meta") or {"source": "ukbb", "ed_frame": ed, "es_frame": es}
+        label_meta: dict[str, dict] = {}
+        used: set[str] = set()
+        for view, v in views.items():
+            labels, info = _view_labels(folder, v, notes, used)
+            if info is not None:
+                label_meta[view] = info
+            used.update(v.files)
+            phase_of = {t: ph for ph, t in v.phase_frames.items()}
+            order = stack.order if view == "sa" else [0]
+            for t, vol in enumerate(v.volumes):
+                lab = labels.get(t)
+                for i, k in enumerate(order):
+                    slices.append(SliceRecord(
+                        view=view, slice_index=i, frame=t,
+                        image=np.ascontiguousarray(vol[:, :, k].T, dtype=np.float32),
+                        plane=v.planes[k],
+                        label=None if lab is None else np.ascontiguousarray(lab[:, :, k].T),
+                        phase=phase_of.get(t, ""),
+                        stack_position=stack.positions[i] if view == "sa" else float("nan"),
+                    ))
+        notes.extend(_ignored(folder, used))
+        sources = sorted({m["source"] for m in label_meta.values()})
+        meta = {
+            "layout": "ukbb",
+            "source": str(folder),
+            "ed_frame": sa.phase_frames.get("ed"),
+            "es_frame": sa.phase_frames.get("es"),
+            "views": sorted(views, key=list(STEMS).index),
+            "n_frames": {view: len(v.volumes) for view, v in views.items()},
+            "phase_frames": {view: v.phase_frames for view, v in views.items()},
+            "labels": label_meta,
+            "label_source": "+".join(sources) if sources else None,
+            **stack.meta(),
+        }
+        if notes:
+            meta["notes"] = notes
         try:
             return SubjectRecord(sid, slices, meta).validate()
         except RecordError as exc:
             raise ReadError(f"{folder}: {exc}") from None
-
-    def _labels(self, folder, view, shape, affine, info, n_frames, ed, es) -> dict[int, np.ndarray]:
-        path = folder / label_file(view)
-        if not path.is_file():
-            return {}
-        data, lab_affine, descrip = _load(path)
-        if data.shape[:3] != tuple(shape[:3]):
-            raise ReadError(
-                f"{path}: label shape {data.shape[:3]} differs from its image {VIEW_FILES[view]} "
-                f"{tuple(shape[:3])}; the label must be drawn on that image's grid"
-            )
-        if not _affines_agree(lab_affine, affine):
-            raise ReadError(
-                f"{path}: label affine differs from the affine of {VIEW_FILES[view]}; the label must share "
-                "its image's geometry (re-save it with the image's affine)"
-            )
-        if data.dtype.kind in "iub":  # whole numbers by type; LABELS are 0..3: a min/max check, no sort
-            in_range = data.size == 0 or (int(data.min()) >= min(LABELS) and int(data.max()) <= max(LABELS))
-            if in_range and _LABELS_CONTIGUOUS:
-                bad = []
-            else:
-                bad = sorted(set(np.unique(data).astype(int).tolist()) - set(LABELS))
-        else:
-            if not np.all(np.isfinite(data)) or np.any(data != np.rint(data)):
-                raise ReadError(f"{path}: label values must be whole numbers")
-            bad = sorted(set(np.unique(data).astype(int).tolist()) - set(LABELS))
-        if bad:
-            raise ReadError(f"{path}: label values {bad} are not in {LABELS}")
-        n = data.shape[3]
-        frames = (info.get("label_frames") or {}).get(view)
-        if frames is None:
-            m = _DESCRIP.search(descrip)
-            if m:
-                frames = [int(x) for x in m.group(1).split(",") if x]
-            elif n == n_frames:
-                frames = list(range(n_frames))
-            elif n == 1:
-                frames = [ed]
-            elif n == 2 and es is not None:
-                frames = [ed, int(es)]
-        if frames is None or len(frames) != n or any(not 0 <= t < n_frames for t in frames):
-            raise ReadError(
-                f"{path}: {n} label volumes, but their frames are unknown or out of range ({frames}); "
-                f"record them in {INFO_FILE} ('label_frames') or the header descrip ('frames=0,9')"
-            )
-        return {int(t): data[:, :, :, j].astype(np.uint8) for j, t in enumerate(frames)}

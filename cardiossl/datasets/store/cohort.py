@@ -1,62 +1,36 @@
-"""The CohortStore facade: open or create a store, write subjects as parts, read the slice table.
+"""The CohortStore facade: open or create a store, write subjects as parts, snapshot, read the slice table.
 
 The layout and the reasons for it are in ``cardiossl.datasets.store``'s docstring; the writing and
-commit protocol in ``parts``, the array format in ``layout``, statistics in ``stats`` and the
-fingerprint in ``fingerprint``.
+commit protocol in ``parts``, the writer's lease in ``lease``, the metadata index in ``index``, the
+array format in ``layout``, statistics in ``stats``, the fingerprint in ``fingerprint`` and
+verification, garbage collection and subject removal in ``maintenance``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..geometry import Plane
 from ..records import PHASES, VIEWS, SubjectRecord
-from . import parts
-from .durable import flock, make_durable
+from . import index, parts
+from .durable import flock
 from .fingerprint import compute_fingerprint
-from .layout import ATTRS_KEY, FORMAT_NAME, PART_ATTRS_KEY, SCHEMA_VERSION, SLICE_ARRAYS, StoreError, read_small_array
-
-
-@dataclass
-class SliceTable:
-    """Per-slice metadata over all committed parts, in storage order (part by part, row by row)."""
-
-    part_ids: list[str]
-    subject_ids: list[str]  # global subject index -> id (commit order)
-    part: np.ndarray  # int32, index into part_ids
-    row: np.ndarray  # int64, row inside the part
-    subject: np.ndarray  # int32, index into subject_ids
-    view: np.ndarray
-    frame: np.ndarray
-    phase: np.ndarray
-    slice_index: np.ndarray
-    stack_position: np.ndarray
-    has_label: np.ndarray
-    plane: np.ndarray
-    source_plane: np.ndarray
-    source_shape: np.ndarray
-    image_scale: np.ndarray
-    norm: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.part.shape[0])
-
+from .layout import ATTRS_KEY, FORMAT_NAME, PART_ATTRS_KEY, READABLE_VERSIONS, SCHEMA_VERSION, StoreError
+from .lease import DEFAULT_LEASE_S
+from .snapshot import PartRef, Snapshot, content_hash
+from .table import SliceTable, build_table
 
 
 class CohortStore:
     """A cohort of subjects on one in-plane grid; see the module docstring for the layout."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         self.path = Path(path)
+        self.lease_s = float(lease_s)  # how long a writer's lease lasts between heartbeats (``lease``)
         root = self.path / "zarr.json"
         if not root.is_file():
             raise StoreError(
@@ -74,20 +48,16 @@ class CohortStore:
                 f"attributes with format {FORMAT_NAME!r})"
             )
         version = attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise StoreError(
-                f"{self.path} has cohort schema version {version}; this cardiossl reads version "
-                f"{SCHEMA_VERSION}. Re-ingest the cohort or install a matching cardiossl"
+                f"{self.path} has cohort schema version {version}; this cardiossl reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Re-ingest the cohort or install a matching cardiossl"
             )
         self.schema_version: int = version
         self.grid_size: int = int(attrs["grid_size"])
         self.spacing_mm: float = float(attrs["spacing_mm"])
         self._root_attrs = attrs
-        self._part_cache: dict[str, dict[str, np.ndarray]] = {}
         self._part_attrs_cache: dict[str, dict] = {}
-        self._marker_cache: dict[str, dict] = {}  # commit marker file name -> parsed marker
-        self._sorted_markers: list[dict] = []
-        self._subject_set: set[str] = set()
 
     # creation -------------------------------------------------------------------------------
     @classmethod
@@ -129,52 +99,46 @@ class CohortStore:
             }
             root.create_group("parts")
             (path / "commits").mkdir(exist_ok=True)
+            (path / index.INDEX_DIR).mkdir(exist_ok=True)
         return cls(path)
 
-    # commits ----------------------------------------------------------------------------------
-    def _commits(self) -> list[dict]:
-        """Every commit marker, in commit order.
-
-        Markers are immutable once ``os.replace`` has put them in place, so each is parsed once per
-        instance and cached by file name; every call still lists the folder, so markers committed by
-        other writers since the last call are seen (and a marker that disappeared is dropped).
-        """
-        folder = self.path / "commits"
-        names = []
-        try:
-            with os.scandir(folder) as it:
-                names = [e.name for e in it if not e.name.startswith(".") and e.name.endswith(".json")]
-        except FileNotFoundError:
-            pass
-        cache = self._marker_cache
-        if len(cache) != len(names) or any(n not in cache for n in names):
-            for name in set(cache) - set(names):
-                del cache[name]
-            for name in names:
-                if name in cache:
-                    continue
-                p = folder / name
-                try:
-                    cache[name] = json.loads(p.read_text())
-                except (OSError, ValueError) as exc:
-                    raise StoreError(f"commit marker {p} is unreadable ({exc}); the store is damaged") from None
-            self._sorted_markers = sorted(cache.values(), key=lambda m: (m["seq"], m["part_id"]))
-            self._subject_set = {s for m in self._sorted_markers for s in m["subjects"]}
-        return list(self._sorted_markers)
+    # committed parts ---------------------------------------------------------------------------
+    def view(self) -> index.IndexView:
+        """Every committed part with its marker and index rows (one listing of ``commits/``)."""
+        return index.load_view(self.path)
 
     def part_ids(self) -> list[str]:
-        """Committed parts, in commit order."""
-        return [m["part_id"] for m in self._commits()]
+        """Live parts (committed and not replaced), in commit order."""
+        return self.view().live
 
     def subject_ids(self) -> list[str]:
-        return [s for m in self._commits() for s in m["subjects"]]
+        view = self.view()
+        return [s for pid in view.live for s in view.subjects(pid)]
 
     def has_subject(self, subject_id: str) -> bool:
-        self._commits()
-        return subject_id in self._subject_set
+        return subject_id in set(self.subject_ids())
+
+    def removed_subject_ids(self) -> list[str]:
+        """Subjects taken out by ``remove_subjects`` (ingest does not bring them back)."""
+        view = self.view()
+        live = {s for pid in view.live for s in view.subjects(pid)}
+        return [s for s in view.removed if s not in live]
 
     def part_path(self, part_id: str) -> Path:
         return self.path / "parts" / parts.check_part_id(part_id)
+
+    def snapshot(self) -> Snapshot:
+        """The live parts, their subjects and the content hash, now (``snapshot``)."""
+        view = self.view()
+        refs, pairs = [], []
+        for pid in view.live:
+            subjects = view.subjects(pid)
+            m = view.markers[pid]
+            refs.append(PartRef(pid, int(m["seq"]), int(m["n_slices"]), tuple(subjects)))
+            pairs += zip(subjects, view.digests(pid).tolist())
+        return Snapshot(str(self.path), self.grid_size, self.spacing_mm, tuple(refs),
+                        content_hash(self.grid_size, self.spacing_mm, pairs),
+                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), SCHEMA_VERSION)
 
     # writing ----------------------------------------------------------------------------------
     def write_subjects(self, records: list[SubjectRecord], part_id: str | None = None) -> str:
@@ -194,8 +158,7 @@ class CohortStore:
         repeated = sorted({s for s in ids if ids.count(s) > 1})
         if repeated:
             raise StoreError(f"duplicate subject ids in one write: {', '.join(repeated)}; give each subject a unique id")
-        self._commits()
-        present = sorted(set(ids) & self._subject_set)
+        present = sorted(set(ids) & set(self.subject_ids()))
         if present:
             raise StoreError(
                 f"subjects already in {self.path}: {', '.join(present)}; remove them from this write "
@@ -204,43 +167,39 @@ class CohortStore:
         metas = {r.subject_id: parts.jsonable(r.meta, f"subject {r.subject_id}: meta") for r in records}
 
         part_id = parts.check_part_id(part_id) if part_id else parts.new_part_id()
-        part_dir = self.path / "parts" / part_id
         if (self.path / "commits" / f"{part_id}.json").exists():
             raise StoreError(f"part {part_id} is already committed in {self.path}; parts are immutable")
-        try:
-            part_dir.mkdir()
-        except FileExistsError:
-            raise StoreError(
-                f"part folder {part_dir} already exists (another writer, or a crashed one: run "
-                "CohortStore.cleanup_incomplete() first)"
-            ) from None
-        lock_fd = os.open(part_dir / ".writer.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            os.write(lock_fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
-            n_slices = self._write_part(part_dir, part_id, records, metas)
-            make_durable(part_dir, lock_fd)
-            self._commit(part_id, ids, n_slices)
-        except BaseException:
-            shutil.rmtree(part_dir, ignore_errors=True)
-            raise
-        finally:
-            os.close(lock_fd)
+        parts.write_and_commit(self.path, part_id, ids, lambda d: self._write_part(d, part_id, records, metas),
+                               lease_s=self.lease_s)
         return part_id
 
-    def _write_part(self, part_dir: Path, part_id: str, records: list[SubjectRecord], metas: dict) -> int:
+    def _write_part(self, part_dir: Path, part_id: str, records: list[SubjectRecord], metas: dict) -> dict:
         return parts.write_part(part_dir, part_id, records, metas, grid_size=self.grid_size,
                                 spacing_mm=self.spacing_mm)
 
-    def _commit(self, part_id: str, ids: list[str], n_slices: int) -> None:
-        parts.commit_part(self.path, part_id, ids, n_slices, self._commits)
+    def cleanup_incomplete(self, min_lease_s: float = 0.0) -> list[str]:
+        """Remove parts that were never committed and whose writer's lease has lapsed; return their ids."""
+        return parts.collect_uncommitted(self.path, set(self.view().markers), min_lease_s)
 
-    def cleanup_incomplete(self) -> list[str]:
-        """Remove parts that were never committed and whose writer is gone; return their ids.
+    # maintenance ------------------------------------------------------------------------------
+    def verify(self, *, payload: bool = True):
+        """Check every live part (files, checksums, summary); damage is reported by subject."""
+        from .maintenance import verify
 
-        A part being written is skipped: its writer holds an flock on ``.writer.lock``.
-        """
-        return parts.cleanup_incomplete(self.path, set(self.part_ids()))
+        return verify(self, payload=payload)
+
+    def gc(self, *, min_lease_s: float = 0.0, dry_run: bool = False):
+        """Remove uncommitted parts past their lease, parts replaced by ``remove_subjects`` and unused
+        index files; keep everything a live part needs."""
+        from .maintenance import collect_garbage
+
+        return collect_garbage(self, min_lease_s=min_lease_s, dry_run=dry_run)
+
+    def remove_subjects(self, subject_ids: list[str]):
+        """Take subjects out of new snapshots and rewrite their parts without them (``maintenance``)."""
+        from .maintenance import remove_subjects
+
+        return remove_subjects(self, subject_ids)
 
     # reading ----------------------------------------------------------------------------------
     def _part_attrs(self, part_id: str) -> dict:
@@ -252,48 +211,29 @@ class CohortStore:
                 raise StoreError(f"committed part {part_id} is missing or damaged in {self.path} ({exc})") from None
         return self._part_attrs_cache[part_id]
 
-    def _part_arrays(self, part_id: str) -> dict[str, np.ndarray]:
-        """The per-slice metadata arrays of one part (parts are immutable, so cached)."""
-        if part_id not in self._part_cache:
-            folder = self.path / "parts" / part_id
-            try:
-                self._part_cache[part_id] = {k: read_small_array(folder / k) for k in SLICE_ARRAYS}
-            except (OSError, KeyError, ValueError) as exc:
-                raise StoreError(f"committed part {part_id} is missing or damaged in {self.path} ({exc})") from None
-        return self._part_cache[part_id]
-
-    def slice_table(self) -> SliceTable:
-        commits = self._commits()
-        part_ids = [m["part_id"] for m in commits]
-        subject_ids: list[str] = []
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in SLICE_ARRAYS}
-        part_col, row_col = [], []
-        for pi, m in enumerate(commits):
-            arrays = self._part_arrays(m["part_id"])
-            n = arrays["subject"].shape[0]
-            for k in SLICE_ARRAYS:
-                cols[k].append(arrays[k])
-            cols["subject"][-1] = arrays["subject"].astype(np.int32) + len(subject_ids)
-            subject_ids.extend(m["subjects"])
-            part_col.append(np.full(n, pi, np.int32))
-            row_col.append(np.arange(n, dtype=np.int64))
-
-        def cat(k):
-            dtype, shape = SLICE_ARRAYS[k]
-            return np.concatenate(cols[k]) if cols[k] else np.zeros((0,) + shape, dtype)
-
-        return SliceTable(
-            part_ids=part_ids,
-            subject_ids=subject_ids,
-            part=np.concatenate(part_col) if part_col else np.zeros(0, np.int32),
-            row=np.concatenate(row_col) if row_col else np.zeros(0, np.int64),
-            **{k: cat(k) for k in SLICE_ARRAYS},
-        )
+    def slice_table(self, snapshot: Snapshot | None = None, *, with_stats: bool = False,
+                    with_sources: bool | None = None) -> SliceTable:
+        """Per-slice metadata of the live parts, or of the parts of ``snapshot`` (which stay readable
+        after later commits and removals, until ``gc``). Source planes and intensity statistics
+        only on request."""
+        view = self.view()
+        if snapshot is None:
+            return build_table(view, view.live, with_stats=with_stats, with_sources=with_sources)
+        missing = [p for p in snapshot.part_ids if p not in view.where]
+        if missing:
+            raise StoreError(
+                f"snapshot {snapshot.content_hash[:12]} of {self.path} needs parts that are no longer there "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}: removed by `cardiossl cohort gc` "
+                "after `cohort remove`); start from a new snapshot"
+            )
+        return build_table(view, snapshot.part_ids, with_stats=with_stats, with_sources=with_sources)
 
     def _locate(self, subject_id: str) -> tuple[str, int]:
-        for m in self._commits():
-            if subject_id in m["subjects"]:
-                return m["part_id"], m["subjects"].index(subject_id)
+        view = self.view()
+        for pid in view.live:
+            subjects = view.subjects(pid)
+            if subject_id in subjects:
+                return pid, subjects.index(subject_id)
         known = self.subject_ids()
         import difflib
 
@@ -310,9 +250,12 @@ class CohortStore:
     def subject_slices(self, subject_id: str) -> list[dict]:
         """Every stored slice of one subject: ids, stored-grid plane and source plane (LPS mm)."""
         part_id, local = self._locate(subject_id)
-        a = self._part_arrays(part_id)
+        t = build_table(self.view(), [part_id], with_sources=True)
+        a = {"view": t.view, "frame": t.frame, "phase": t.phase, "slice_index": t.slice_index,
+             "stack_position": t.stack_position, "has_label": t.has_label, "plane": t.plane,
+             "source_plane": t.source_plane, "source_shape": t.source_shape}
         out = []
-        for row in np.flatnonzero(a["subject"] == local):
+        for row in np.flatnonzero(t.subject == local):
             out.append(
                 {
                     "part": part_id,
@@ -338,11 +281,11 @@ class CohortStore:
         """
         import zarr
 
-        a = self._part_arrays(part_id)
+        t = build_table(self.view(), [part_id])
         group = zarr.open_group(str(self.path / "parts" / part_id), mode="r", zarr_format=3)
-        scale, offset = a["image_scale"][row]
+        scale, offset = t.image_scale[row]
         image = (group["image"][row].astype(np.float64) * scale + offset).astype(np.float32)
-        label = np.asarray(group["label"][row]) if a["has_label"][row] else None
+        label = np.asarray(group["label"][row]) if t.has_label[row] else None
         return image, label
 
     # fingerprint ------------------------------------------------------------------------------
@@ -351,45 +294,58 @@ class CohortStore:
         """The fingerprint last stored by ``update_fingerprint`` ({} before the first one)."""
         return dict(self._root_attrs.get("fingerprint") or {})
 
-    def compute_fingerprint(self) -> dict:
-        """Spacings, shapes, intensity statistics, subject count, views, labelled subjects (nnU-Net style)."""
-        t = self.slice_table()
-        stats = (self._part_attrs(pid)["subject_stats"] for pid in t.part_ids)
-        return compute_fingerprint(t, stats, self.grid_size, self.spacing_mm)
+    def compute_fingerprint(self, snapshot: Snapshot | None = None) -> dict:
+        """Spacings, shapes, intensity statistics, subject count, views, labelled subjects (nnU-Net
+        style), and the content hash: of the live parts, or of ``snapshot``."""
+        snapshot = snapshot or self.snapshot()
+        t = self.slice_table(snapshot, with_stats=True)
+        return compute_fingerprint(t, self.grid_size, self.spacing_mm, snapshot.content_hash)
+
+    def current_fingerprint(self, snapshot: Snapshot | None = None) -> tuple[dict, bool]:
+        """(fingerprint, stored): the stored one when it describes ``snapshot`` (same content hash),
+        else computed afresh (which reads the whole index)."""
+        snapshot = snapshot or self.snapshot()
+        stored = self.fingerprint
+        if stored.get("content_hash") == snapshot.content_hash:
+            return stored, True
+        return self.compute_fingerprint(snapshot), False
 
     def update_fingerprint(self) -> dict:
-        """Recompute the fingerprint and store it in the root attributes (one driver process only)."""
+        """Recompute the fingerprint and store it in the root attributes (one driver process only).
+
+        Nothing time-dependent goes in: a re-ingest that adds nothing writes the same fingerprint."""
         import zarr
 
         fp = self.compute_fingerprint()
-        fp["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         with flock(self.path / ".lock"):
             root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
             attrs = dict(root.attrs[ATTRS_KEY])
-            attrs["fingerprint"] = fp
-            root.attrs[ATTRS_KEY] = attrs
+            if attrs.get("fingerprint") != fp:
+                attrs["fingerprint"] = fp
+                root.attrs[ATTRS_KEY] = attrs
             self._root_attrs = attrs
         return fp
 
     def summary(self) -> dict:
-        """Subjects, slices per view, labelled subjects and the (freshly computed) fingerprint."""
-        fp = self.compute_fingerprint()
-        stored = self.fingerprint
+        """Subjects, slices per view, labelled subjects and the fingerprint (the stored one when it is
+        current: ``cohort info`` does not recompute it on every call)."""
+        snapshot = self.snapshot()
+        fp, stored = self.current_fingerprint(snapshot)
         return {
             "path": str(self.path),
             "schema_version": self.schema_version,
             "grid_size": self.grid_size,
             "spacing_mm": self.spacing_mm,
+            "content_hash": snapshot.content_hash,
             "subjects": fp["subjects"],
             "slices": fp["slices"],
-            "parts": fp["parts"],
+            "parts": len(snapshot.parts),
             "slices_per_view": {v: d["slices"] for v, d in fp["views"].items()},
             "subjects_per_view": {v: d["subjects"] for v, d in fp["views"].items()},
             "labelled_subjects": fp["labelled_subjects"],
             "labelled_slices": fp["labelled_slices"],
             "fingerprint": fp,
-            "stored_fingerprint_current": bool(stored) and stored.get("subjects") == fp["subjects"]
-            and stored.get("slices") == fp["slices"],
+            "stored_fingerprint_current": stored,
         }
 
     def __repr__(self) -> str:

@@ -107,12 +107,38 @@ def make_durable(part_dir: Path, early_fd: int) -> None:
     fsync_dir(part_dir.parent)  # the part folder's own entry in parts/
 
 
+class StoreLock:
+    """The store's ``flock``: serialises commits of the writers of one machine (and of every machine
+    where the file system forwards flock). Nothing depends on it across machines: commit markers are
+    placed by an atomic rename, and uncommitted parts are collected by lease (``lease``), not lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
 @contextmanager
 def flock(path: Path):
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    lock = StoreLock(path)
+    lock.acquire()
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        lock.release()

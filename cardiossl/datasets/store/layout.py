@@ -8,9 +8,13 @@ creates; ``array_layout`` recognises exactly those and returns None for anything
 then use zarr-python or tensorstore, so foreign data is never misread):
 
 * sharded (image, label): ``sharding_indexed`` with one-row inner chunks, inner codecs bytes
-  (little endian) + blosc, the shard index (offset, length per chunk, 2^64 - 1 for a chunk not
-  stored) as bytes + crc32c at the end of the shard file;
-* unsharded (per-slice metadata): bytes (little endian) + zstd without checksum.
+  (little endian) + blosc (+ crc32c from schema version 2: every chunk carries its own checksum),
+  the shard index (offset, length per chunk, 2^64 - 1 for a chunk not stored) as bytes + crc32c at
+  the end of the shard file;
+* unsharded (per-slice metadata): bytes (little endian) + zstd without its own checksum (+ crc32c
+  from schema version 2).
+
+Version 1 stores (no per-chunk checksum) stay readable; a damaged chunk of theirs decodes silently.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no per-chunk crc32c, no metadata index, flock'ed writers
 FORMAT_NAME = "cardiossl.cohort"
 ATTRS_KEY = "cardiossl"
 PART_ATTRS_KEY = "cardiossl_part"
@@ -50,6 +55,33 @@ class StoreError(ValueError):
     """A store that cannot be opened or a write that must not happen; names the thing and the fix."""
 
 
+class DamagedDataError(StoreError):
+    """Stored bytes that are missing, truncated or fail their checksum; names the file (and, where the
+    caller knows it, the subject)."""
+
+    def __init__(self, message: str, path: Path | str | None = None) -> None:
+        super().__init__(message)
+        self.path = str(path) if path is not None else None
+
+
+def crc32c(data) -> int:
+    import google_crc32c
+
+    return int(google_crc32c.value(bytes(data) if not isinstance(data, bytes) else data))
+
+
+def with_crc(data: bytes) -> bytes:
+    """``data`` followed by its crc32c, little endian: what zarr's ``crc32c`` codec writes."""
+    return data + crc32c(data).to_bytes(4, "little")
+
+
+def strip_crc(data: bytes, where: str) -> bytes:
+    """The payload of a crc32c-coded chunk, checked; DamagedDataError naming ``where`` otherwise."""
+    if len(data) < 4 or crc32c(memoryview(data)[:-4]) != int.from_bytes(data[-4:], "little"):
+        raise DamagedDataError(f"{where}: crc32c checksum mismatch (the stored bytes are damaged)", where)
+    return data[:-4]
+
+
 @dataclass(frozen=True)
 class ArrayLayout:
     """One array in one of the two layouts above, as read from its ``zarr.json``."""
@@ -60,6 +92,7 @@ class ArrayLayout:
     chunk_rows: int  # rows per chunk (unsharded) or per shard (sharded)
     sharded: bool
     codec: dict  # configuration of the inner blosc codec (sharded) or of zstd (unsharded)
+    checksum: bool = False  # every chunk ends with its crc32c (schema version 2)
 
     def chunk_path(self, folder: Path, i: int) -> Path:
         """The file of chunk (or shard) ``i``: chunks span every trailing dimension whole."""
@@ -98,19 +131,23 @@ def array_layout(meta: dict) -> ArrayLayout | None:
     if len(codecs) == 1 and codecs[0].get("name") == "sharding_indexed":
         cfg = codecs[0].get("configuration") or {}
         inner, index = cfg.get("codecs") or [], cfg.get("index_codecs") or []
+        checksum = len(inner) == 3 and inner[2].get("name") == "crc32c"
         if not (
             tuple(cfg.get("chunk_shape", ())) == (1,) + shape[1:]
             and cfg.get("index_location", "end") == "end"
-            and len(inner) == 2 and _little_bytes(inner[0]) and inner[1].get("name") == "blosc"
+            and len(inner) in (2, 3) and _little_bytes(inner[0]) and inner[1].get("name") == "blosc"
+            and (len(inner) == 2 or checksum)
             and len(index) == 2 and _little_bytes(index[0]) and index[1].get("name") == "crc32c"
         ):
             return None
-        return ArrayLayout(shape, dtype, fill, chunk[0], True, dict(inner[1].get("configuration") or {}))
-    if len(codecs) == 2 and _little_bytes(codecs[0]) and codecs[1].get("name") == "zstd":
+        return ArrayLayout(shape, dtype, fill, chunk[0], True, dict(inner[1].get("configuration") or {}), checksum)
+    checksum = len(codecs) == 3 and codecs[2].get("name") == "crc32c"
+    if len(codecs) in (2, 3) and (len(codecs) == 2 or checksum) and _little_bytes(codecs[0]) \
+            and codecs[1].get("name") == "zstd":
         z = codecs[1].get("configuration") or {}
         if z.get("checksum", False):
             return None
-        return ArrayLayout(shape, dtype, fill, chunk[0], False, dict(z))
+        return ArrayLayout(shape, dtype, fill, chunk[0], False, dict(z), checksum)
     return None
 
 
@@ -121,20 +158,15 @@ def read_layout(folder: Path) -> ArrayLayout | None:
 
 def encode_shard_index(index: np.ndarray) -> bytes:
     """A shard index ([rows, 2] of (offset, nbytes), ``NO_CHUNK`` for unstored chunks) with its crc32c."""
-    import google_crc32c
-
-    raw = np.ascontiguousarray(index, dtype="<u8").tobytes()
-    return raw + int(google_crc32c.value(raw)).to_bytes(4, "little")
+    return with_crc(np.ascontiguousarray(index, dtype="<u8").tobytes())
 
 
 def decode_shard_index(raw: bytes, rows: int) -> np.ndarray | None:
     """The [rows, 2] index from the last ``rows * 16 + 4`` bytes of a shard; None when truncated or
     when its crc32c does not match."""
-    import google_crc32c
-
-    if len(raw) != rows * 16 + 4 or google_crc32c.value(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+    if len(raw) != rows * 16 + 4 or crc32c(memoryview(raw)[:-4]) != int.from_bytes(raw[-4:], "little"):
         return None
-    return np.frombuffer(raw[:-4], dtype="<u8").reshape(rows, 2)
+    return np.frombuffer(raw, dtype="<u8", count=rows * 2).reshape(rows, 2)
 
 
 def read_small_array(path: Path) -> np.ndarray:
@@ -154,11 +186,17 @@ def read_small_array(path: Path) -> np.ndarray:
     shape, dtype, rows = layout.shape, layout.dtype, layout.chunk_rows
     out = np.full(shape, layout.fill_value, dtype=dtype)
     for i in range(-(-shape[0] // rows) if shape[0] else 0):
+        chunk = layout.chunk_path(path, i)
         try:
-            raw = layout.chunk_path(path, i).read_bytes()
+            raw = chunk.read_bytes()
         except FileNotFoundError:
             continue  # a chunk equal to the fill value is not written
-        block = np.frombuffer(zstd.decompress(raw), dtype=dtype).reshape((rows,) + shape[1:])
+        if layout.checksum:
+            raw = strip_crc(raw, str(chunk))
+        try:
+            block = np.frombuffer(zstd.decompress(raw), dtype=dtype).reshape((rows,) + shape[1:])
+        except (RuntimeError, ValueError) as exc:
+            raise DamagedDataError(f"{chunk}: cannot be decoded ({exc})", chunk) from None
         stop = min((i + 1) * rows, shape[0])
         out[i * rows : stop] = block[: stop - i * rows]
     return out.astype(dtype.newbyteorder("="), copy=False)

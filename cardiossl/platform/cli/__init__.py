@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "synth",
     "ingest",
     "cohort",
+    "cohort_maintenance",
     "plugins",
     "show",
     "validate",

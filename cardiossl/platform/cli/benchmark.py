@@ -17,5 +17,10 @@ def register(app: typer.Typer) -> None:
         figures, statistics, champion."""
         from cardiossl.platform.fewshot.study import main
 
+        import sys
+
+        from cardiossl import home
+
+        print(f"cardiossl: {home.describe()}", file=sys.stderr, flush=True)
         extra = ["--write-split", write_split] if write_split else []
         raise typer.Exit(main([job] + [a for s in set_ for a in ("--set", s)] + extra))

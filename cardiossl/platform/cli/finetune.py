@@ -16,6 +16,11 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a segmenter on N labelled subjects (scratch or a registered pretrained model)."""
         from cardiossl.platform.fewshot.finetune import main
 
+        import sys
+
+        from cardiossl import home
+
+        print(f"cardiossl: {home.describe()}", file=sys.stderr, flush=True)
         argv = [job] + [a for s in set_ for a in ("--set", s)]
         if no_register:
             argv.append("--no-register")

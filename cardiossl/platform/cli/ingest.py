@@ -15,10 +15,13 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("ingest")
     def ingest_command(
-        source: Path = typer.Argument(..., help="Cohort folder (UK Biobank-like, ACDC, M&Ms-2, DICOM exams)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Cohort store to create or add to."),
+        source: Path = typer.Argument(..., help="Cohort folder (UK Biobank, cardiossl NIfTI export, ACDC, M&Ms-2, DICOM exams, Sunnybrook)."),
+        out: Path = typer.Option(
+            ..., "--out", "-o",
+            help="Cohort store to create or add to; the jobs read $CARDIOSSL_HOME/cohort.zarr (or $CARDIOSSL_COHORT).",
+        ),
         layout: str = typer.Option(
-            "auto", "--layout", help="auto, or a registered layout: ukbb, acdc, mnms2, dicom, ..."
+            "auto", "--layout", help="auto, or a registered layout: ukbb, cardiossl-nifti, acdc, mnms2, dicom, sunnybrook, ..."
         ),
         workers: int = typer.Option(1, "--workers", "-j", help="Local parallel workers (dask processes)."),
         ray_address: str = typer.Option(
@@ -39,7 +42,10 @@ def register(app: typer.Typer) -> None:
         from ...datasets.store import StoreError
         from cardiossl.registry import RegistryError
 
+        from .paths import announce
+
         err = Console(stderr=True)
+        announce("the cohort store", out)
         try:
             report = ingest(
                 source,

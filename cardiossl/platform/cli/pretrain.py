@@ -13,6 +13,13 @@ def register(app: typer.Typer) -> None:
         address: str = typer.Option(None, "--address", help="Ray address; default RAY_ADDRESS, a running "
                                     "local cluster, or a new local instance"),
         no_register: bool = typer.Option(False, "--no-register", help="skip the Model Registry"),
+        allow_new_snapshot: bool = typer.Option(
+            False, "--allow-new-snapshot",
+            help="resume checkpoint.run_name although the cohort store changed since it started (new split)"),
+        plugin: list[str] = typer.Option([], "--plugin", help="import MODULE first: it registers plugins "
+                                         "(shipped to the Ray workers); repeatable"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines; errors and the summary only"),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Ray's own INFO logs as well"),
     ) -> None:
         """Pretrain a backbone with a pretext task on Ray Train; track in MLflow; register the encoder."""
         from cardiossl.platform.launch import main
@@ -22,4 +29,9 @@ def register(app: typer.Typer) -> None:
             argv += ["--address", address]
         if no_register:
             argv.append("--no-register")
+        if allow_new_snapshot:
+            argv.append("--allow-new-snapshot")
+        argv += [a for m in plugin for a in ("--plugin", m)]
+        argv += ["--quiet"] if quiet else []
+        argv += ["--verbose"] if verbose else []
         raise typer.Exit(main(argv))

@@ -79,9 +79,17 @@ def register(app: typer.Typer) -> None:
         npz: Path = typer.Option(None, "--npz", help="also save targets (and trace lines) to this .npz"),
         frame: int = typer.Option(None, "--frame", help="cine frame (default: end-diastole)"),
         seed: int = typer.Option(0, "--seed", help="seed of the target generators"),
+        plugin: list[str] = typer.Option([], "--plugin", help="import MODULE first (it registers plugins)"),
     ) -> None:
         """Draw a subject's slices with the pretext target over them (trace lines, boxes, masks)."""
         from ...pretexts import PRETEXTS, PretextConfigError
+        from ..config import ConfigError
+        from ..runtime import import_plugin_modules
+
+        try:
+            import_plugin_modules(plugin)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--plugin") from None
         from ...pretexts.figures import render_targets
         from cardiossl.registry import RegistryError
 

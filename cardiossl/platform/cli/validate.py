@@ -11,11 +11,17 @@ def register(app: typer.Typer) -> None:
         job: str = typer.Argument(..., help="job YAML (any kind: pretrain, finetune, benchmark)"),
         set_: list[str] = typer.Option([], "--set", help="override KEY=VALUE, validated like the file"),
         show: bool = typer.Option(False, "--show", help="print the resolved YAML (defaults filled in)"),
+        plugin: list[str] = typer.Option([], "--plugin", help="import MODULE first (it registers plugins); repeatable"),
     ) -> None:
-        """Validate a job YAML (types, ranges, plugin params, absolute paths) and print its summary."""
+        """Validate a job YAML (types, ranges, plugin params, absolute paths) and print its summary.
+
+        This checks the file; whether the job can run (store, split, models, workers) is checked
+        by `pretrain`/`finetune`/`benchmark` before they create anything."""
         from cardiossl.platform.config import ConfigError, load_job
+        from cardiossl.platform.runtime import import_plugin_modules
 
         try:
+            import_plugin_modules(plugin)
             cfg = load_job(job, set_)
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)

@@ -39,7 +39,7 @@ from .mlflow import MlflowSpec
 from .optim import OptimConfig, ScheduleConfig
 from .plugins import BackboneSpec, PluginSpec, PretextSpec
 from .records import config_hash, flatten, job_to_yaml
-from .running import CheckpointSpec, DebugConfig, ScalingSpec, TrainOptions, ValidationSpec
+from .running import CheckpointSpec, DebugConfig, ProgressSpec, ScalingSpec, TrainOptions, ValidationSpec
 
 __all__ = [
     "ConfigError",
@@ -61,6 +61,7 @@ __all__ = [
     "DebugConfig",
     "TrainOptions",
     "ValidationSpec",
+    "ProgressSpec",
     "JobBase",
     "PretrainJob",
     "FinetuneJob",

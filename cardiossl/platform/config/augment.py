@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from .base import StrictModel
@@ -53,5 +55,10 @@ class AugmentConfig(StrictModel):
     """Applied before the pretext's target, so geometric targets see the perturbed plane."""
 
     enabled: bool = True
+    on: Literal["loader", "device"] = Field(
+        "loader", description="loader: per sample in the DataLoader workers (CPU); device: the loader "
+        "draws, then one batched grid_sample on the training device (GPU) resamples the batch after the "
+        "copy (pretraining with a pretext whose target comes from geometry alone, e.g. position)",
+    )
     intensity: IntensityAugment | None = Field(default_factory=IntensityAugment)
     spatial: SpatialAugment | None = Field(default_factory=SpatialAugment)

@@ -79,6 +79,10 @@ class FinetuneJob(JobBase):
     validation: FinetuneValidation = Field(default_factory=FinetuneValidation)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    channels_last: bool = Field(
+        True, description="channels-last memory format for the convolutions: the same function, about 20% "
+        "less time per step on a CPU (oneDNN) and the layout tensor cores want"
+    )
 
     @field_validator("n_train")
     @classmethod

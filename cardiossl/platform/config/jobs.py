@@ -19,8 +19,8 @@ from .cohort import CohortConfig, LoaderConfig
 from .mlflow import MlflowSpec
 from .optim import OptimConfig, ScheduleConfig
 from .plugins import BackboneSpec, PretextSpec
-from .records import config_hash, job_to_yaml
-from .running import CheckpointSpec, DebugConfig, ScalingSpec, TrainOptions, ValidationSpec
+from .records import NOT_IN_HASH, config_hash, job_to_yaml
+from .running import CheckpointSpec, DebugConfig, ProgressSpec, ScalingSpec, TrainOptions, ValidationSpec
 
 
 class JobBase(StrictModel):
@@ -43,6 +43,7 @@ class JobBase(StrictModel):
         return v
 
     source_path: ClassVar[str | None] = None
+    NOT_IN_HASH: ClassVar[tuple[str, ...]] = NOT_IN_HASH
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -50,12 +51,19 @@ class JobBase(StrictModel):
     def to_yaml(self) -> str:
         return job_to_yaml(self)
 
-    def hash(self) -> str:
-        return config_hash(self)
+    def hash(self, snapshot_hash: str | None = None) -> str:
+        """``config_hash``: what decides the weights (with the cohort snapshot's content hash when given)."""
+        return config_hash(self, snapshot_hash)
 
 
 class PretrainJob(JobBase):
     """One self-supervised pretraining run (``kind: pretrain``)."""
+
+    NOT_IN_HASH: ClassVar[tuple[str, ...]] = NOT_IN_HASH + (
+        "validation",  # when and how much to validate: read-only passes over held-out subjects
+        "loader.num_workers", "loader.prefetch_factor", "loader.pin_memory", "loader.batch_keys",  # transport
+        "train.channels_last", "train.compile", "train.find_unused_parameters", "train.deterministic",  # kernels
+    )
 
     kind: Literal["pretrain"] = "pretrain"
     pretext: PretextSpec
@@ -70,6 +78,7 @@ class PretrainJob(JobBase):
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     train: TrainOptions = Field(default_factory=TrainOptions)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    progress: ProgressSpec = Field(default_factory=ProgressSpec)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> PretrainJob:

@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cardiossl.home import with_defaults
+
 from .base import ConfigError
 from .errors import format_validation_error
 from .jobs import JobBase, _job_class
@@ -117,10 +119,38 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def switch_pretext(original: dict, data: dict, overrides: list[tuple[list[str], Any]]) -> dict:
+    """``--set pretext.name=rotation`` on a position job means a rotation job: the params of the
+    old pretext are dropped (the new one starts from its own defaults, plus any ``pretext.params.*``
+    given with it) unless ``pretext.params`` is set as a whole, and a job name or registered model
+    named after the old pretext (``cardiossl-position-encoder``) is renamed after the new one
+    unless set too."""
+    old = (original.get("pretext") or {}).get("name")
+    new = (data.get("pretext") or {}).get("name")
+    if not isinstance(old, str) or not isinstance(new, str) or old == new:
+        return data
+    given = {".".join(path) for path, _ in overrides}
+    if "pretext.params" not in given:
+        data["pretext"]["params"] = {}
+        data = apply_overrides(data, [(p, v) for p, v in overrides if ".".join(p).startswith("pretext.params.")])
+    if "name" not in given and data.get("name") == old:
+        data["name"] = new
+    mlflow = data.get("mlflow")
+    if (isinstance(mlflow, dict) and "mlflow.registered_model" not in given
+            and isinstance(mlflow.get("registered_model"), str)):
+        model = mlflow["registered_model"]
+        mlflow["registered_model"] = re.sub(rf"(?<![A-Za-z0-9]){re.escape(old)}(?![A-Za-z0-9])", new, model)
+    return data
+
+
 def load_job_dict(data: dict, overrides=None, source: str | None = None, env: dict | None = None) -> JobBase:
     """Validate a raw mapping (after overrides and ``${VAR}`` expansion) into its job model."""
+    if overrides and isinstance(overrides[0], str):
+        overrides = parse_overrides(overrides)
+    original = data
     data = apply_overrides(data, overrides)
-    data = expand_env(data, env)
+    data = switch_pretext(original, data, overrides or [])
+    data = expand_env(data, with_defaults(env))  # ${CARDIOSSL_HOME} defaults as cardiossl.home says
     cls = _job_class(data.get("kind"))
     try:
         job = cls.model_validate(data)

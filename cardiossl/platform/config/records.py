@@ -14,9 +14,41 @@ def job_to_yaml(job: BaseModel) -> str:
     return yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False)
 
 
-def config_hash(job: BaseModel, exclude: tuple[str, ...] = ("mlflow", "checkpoint", "debug")) -> str:
-    """Hash of what decides the learned weights (not where they are stored or how many workers)."""
-    data = job.model_dump(mode="json", exclude=set(exclude))
+# Fields of every job that do not change the learned weights: where things are stored and logged,
+# how the work is spread. Each job kind adds its own (``JobBase.NOT_IN_HASH``); everything else of a
+# job is in its hash. The weights depend on the data too: that enters as the snapshot's content
+# hash, never as the store's path.
+NOT_IN_HASH = (
+    "name",  # a label for runs and folders
+    "mlflow", "checkpoint", "debug", "progress",  # where results go, resuming, fault injection, progress lines
+    "scaling",  # workers and placement (a run may resume on other hardware; the checkpoint keeps the world size)
+    "cohort.store",  # the store's location (its content is the snapshot hash)
+)
+
+
+def _drop(data: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in data:
+        return
+    if rest:
+        if isinstance(data[head], dict):
+            _drop(data[head], rest)
+    else:
+        del data[head]
+
+
+def config_hash(job: BaseModel, snapshot_hash: str | None = None, exclude: tuple[str, ...] | None = None) -> str:
+    """Hash of exactly what decides the learned weights: the job minus its kind's ``NOT_IN_HASH``,
+    and the content hash of the cohort snapshot it trains on (``docs/training.md`` lists both sides).
+
+    Changing ``loader.num_workers``, ``scaling``, the validation cadence or moving the store leaves it
+    unchanged, so such a run still resumes; changing the learning rate, a pretext parameter or the
+    data (another snapshot) changes it."""
+    data = job.model_dump(mode="json")
+    for dotted in exclude if exclude is not None else getattr(job, "NOT_IN_HASH", NOT_IN_HASH):
+        _drop(data, dotted)
+    if snapshot_hash is not None:
+        data["__snapshot__"] = snapshot_hash
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

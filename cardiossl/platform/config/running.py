@@ -1,4 +1,4 @@
-"""``scaling:``, ``checkpoint:``, ``train:``, ``validation:`` and ``debug:`` sections: how a job runs, not what it learns."""
+"""``scaling:``, ``checkpoint:``, ``train:``, ``validation:``, ``progress:`` and ``debug:`` sections: how a job runs, not what it learns."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ class CheckpointSpec(StrictModel):
         description="Ray Train run name; an existing one under storage_path is resumed (same MLflow run)",
     )
     max_failures: int = Field(2, ge=-1, description="worker-group restarts from the last checkpoint; -1 = unlimited")
+    allow_new_snapshot: bool = Field(
+        False,
+        description="resume run_name although the cohort store changed since it started (it then continues "
+        "on the store as it is now, with a new split); by default such a resume is refused",
+    )
 
     @field_validator("storage_path")
     @classmethod
@@ -74,6 +79,12 @@ class TrainOptions(StrictModel):
     compile: bool = False
     find_unused_parameters: bool | Literal["auto"] = "auto"
     deterministic: bool = False
+
+
+class ProgressSpec(StrictModel):
+    """The console line of rank 0 (step, step/s, ETA, loss); how a job shows itself, not what it learns."""
+
+    every_steps: int = Field(10, ge=0, description="print a progress line every K steps (0: none)")
 
 
 class ValidationSpec(StrictModel):

@@ -35,19 +35,19 @@ database.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from cardiossl.datasets.splits import SplitError, apply_split_file, excluded_ids, fewshot_split, load_split_file
+from cardiossl.datasets.splits import SplitError
 
 from .. import tracking
 from ..config import ConfigError, FinetuneError, FinetuneJob, PretextSpec, SegLossConfig, flatten, load_job
 from ..tracking import N_CLASSES, build_segmenter, register_segmenter, save_segmenter, segmenter_from_state
 from ..training import Augment, SampleTransform, build_optimizer, build_scheduler, crop_or_pad
+from .checks import cohort_fewshot_split, preflight_finetune
 from .convergence import EarlyStopping, late_gain, steps_to_reach
 from .evaluate import collect_stacks, nanmean, predict_labels, segmentation_dice
 from .init import InitWeights, resolve_init
@@ -55,7 +55,7 @@ from .losses import marginal_dice_ce
 from .reference import ALL_CLASSES, label_classes, reference_stacks
 from .scoring import score_stacks, summarise_subjects, trial_metrics
 from .report import rows_csv
-from .samples import _collate, _Epochs, labelled_subjects, load_samples
+from .samples import _collate, _Epochs, cohort_kind, labelled_subjects, load_samples
 
 
 def _torch():
@@ -130,19 +130,9 @@ def _val_dice(model, stacks: dict, device, annotated: dict | None = None) -> flo
 
 
 def trial_split(job: FinetuneJob, labelled: list[str], held_out: dict | None = None) -> dict[str, list[str]]:
-    """The trial's subjects: the labelled pool after ``cohort.subjects`` / ``cohort.exclude``; test and
-    validation from ``held_out`` (pinned by the study), ``cohort.split.file`` or the hash rule."""
-    if job.cohort.subjects:
-        allowed = set(job.cohort.subjects)
-        labelled = [s for s in labelled if s in allowed]
-    drop = excluded_ids(job.cohort.exclude, fold=job.cohort.split.fold)
-    labelled = [s for s in labelled if s not in drop]
-    if held_out is None and job.cohort.split.file:
-        groups = apply_split_file(labelled, load_split_file(job.cohort.split.file, fold=job.cohort.split.fold))
-        held_out = {"test": groups["test"], "val": groups["val"]}
+    """The trial's subjects (``checks.cohort_fewshot_split``)."""
     try:
-        return fewshot_split(labelled, test=job.cohort.split.test, val=job.cohort.split.val,
-                             split_seed=job.cohort.split.seed, n_train=job.n_train, seed=job.seed, held_out=held_out)
+        return cohort_fewshot_split(job.cohort, labelled, job.n_train, job.seed, held_out)
     except SplitError as exc:
         raise FinetuneError(str(exc)) from None
 
@@ -191,7 +181,7 @@ def _build_model(job: FinetuneJob, init: InitWeights | None):
 def _validate(model, val_stacks, device, annotated, step, loss, terms, opt, history, log, stopper) -> bool:
     """One validation: record the curve point, report it, tell the stopper; True on a new best."""
     vd = _val_dice(model, val_stacks, device, annotated)
-    rec = {"step": step, "loss": float(loss.detach()), **terms, "val_dice": vd, "lr": opt.param_groups[0]["lr"]}
+    rec = {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()}, "val_dice": vd, "lr": opt.param_groups[0]["lr"]}
     history.append(rec)
     if log is not None:
         log(step, rec)
@@ -241,7 +231,8 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     with torch.random.fork_rng(devices=[]):  # weight init seeded by the trial, global state untouched
         torch.manual_seed(int(np.random.default_rng([job.seed, 0x1A17]).integers(2**31)))
         model, bb_spec = _build_model(job, init)
-    model = model.to(device)
+    fmt = torch.channels_last if job.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=fmt)
     trainable = apply_mode(model, job.mode)
 
     # multitask --------------------------------------------------------------------------------
@@ -257,7 +248,7 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
                 pretext_head.load_state_dict(init.head_state)
             except RuntimeError:
                 pass  # a different head shape: start it fresh
-        pretext_head.to(device)
+        pretext_head.to(device, memory_format=fmt)
         trainable += list(pretext_head.parameters())
         unl = _unlabelled_stream(job, split, pretext)
 
@@ -277,26 +268,27 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     for step in range(job.steps):
         _train_mode(model, job.mode)
         batch = _collate(stream.next(), keys)
-        x = batch["image"].to(device)
+        x = batch["image"].to(device).contiguous(memory_format=fmt)
         y = batch["label"].to(device).long().unsqueeze(1)
         loss = loss_fn(model(x), y, batch)
-        terms = {"seg_loss": float(loss.detach())}
+        terms = {"seg_loss": loss.detach()}  # tensors: read only when logged (no device sync per step)
         if pretext is not None:
             pretext_head.train()
             ub = _to_device(_collate(unl.next()), device)
-            out = pretext.forward(model.backbone, pretext_head, ub["input"])
+            out = pretext.forward(model.backbone, pretext_head, ub["input"].contiguous(memory_format=fmt))
             ploss = pretext.loss(out, ub)["loss"]
             loss = loss + job.multitask.weight * ploss
-            terms["pretext_loss"] = float(ploss.detach())
+            terms["pretext_loss"] = ploss.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if job.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(trainable, job.optim.grad_clip)
         opt.step()
         sched.step()
-        running = terms["seg_loss"] if step == 0 else 0.9 * running + 0.1 * terms["seg_loss"]
         last_step = step + 1
         if bar is not None:
+            seg = float(terms["seg_loss"])
+            running = seg if step == 0 else 0.9 * running + 0.1 * seg
             bar[0].update(bar[1], advance=1, description=f"loss {running:.3f}")
         if (step + 1) % job.validation.every_steps == 0 or step + 1 == job.steps:
             if _validate(model, val_stacks, device, annotated, step + 1, loss, terms, opt, history, log, stopper):
@@ -389,6 +381,13 @@ def _progress(enabled: bool, total: int, description: str):
 # ---------------------------------------------------------------------------------------------
 # the job: one run, tracked by the driver
 # ---------------------------------------------------------------------------------------------
+def finetune_run_name(job: FinetuneJob, init: InitWeights | None = None) -> str:
+    """``<name>-<init>-<mode>-N<n>-seed<s>-<time>``: the run list says which trial is which."""
+    source = "scratch" if job.init == "scratch" else (
+        (init.pretext or {}).get("name") if init is not None and init.pretext else None) or "pretrained"
+    return f"{job.name}-{source}-{job.mode}-N{job.n_train}-seed{job.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool = True, say=print) -> dict:
     """Fine-tune in this process and record it as one MLflow run: params, validation curve, test
     metrics, per-subject table (CSV), split, the segmenter (safetensors + spec); register it when
@@ -397,16 +396,19 @@ def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool 
 
 
     uri = job.mlflow.tracking_uri
-    run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or f"{job.name}-finetune",
-                                 {"kind": job.kind, "init": job.init, "mode": job.mode, "n_train": str(job.n_train),
-                                  "config_hash": job.hash(), "git_commit": tracking.git_commit()})
+    init, labelled = preflight_finetune(job)  # before the run exists: a job that cannot run leaves none
+    init_ref = init.resolved if init is not None and init.resolved else job.init
+    run_id = tracking.create_run(uri, job.mlflow.experiment, job.mlflow.run_name or finetune_run_name(job, init),
+                                 tracking.lineage_tags(job.kind, init=job.init, init_resolved=init_ref, mode=job.mode,
+                                                       n_train=job.n_train, seed=job.seed, config_hash=job.hash()))
     tracker = tracking.MlflowTracker(run_id, uri)
     status = "FAILED"
     try:
         tracker.log_params(flatten(job.to_dict()))
         tracker.log_text(job.to_yaml(), "job/resolved.yaml")
         say(f"cardiossl: MLflow run {run_id} in experiment {job.mlflow.experiment!r} at {uri}")
-        res = finetune(job, progress=progress,
+        tracker.log_params({"init_resolved": init_ref})
+        res = finetune(job, init=init, labelled=labelled, progress=progress,
                        log=lambda step, rec: tracker.log_metrics(
                            {k: v for k, v in rec.items() if k != "step" and np.isfinite(v)}, step))
         tracker.log_metrics({k: v for k, v in res.metrics.items() if np.isfinite(v)}, job.steps)
@@ -416,15 +418,21 @@ def run_finetune_job(job: FinetuneJob, *, progress: bool = True, register: bool 
         if job.cohort.split.file:
             tracker.log_artifact(job.cohort.split.file, "evaluation")
         with tempfile.TemporaryDirectory() as tmp:
-            folder = save_segmenter(res.model(), {**res.spec, "cohort_store": job.cohort.store}, Path(tmp) / "segmenter")
+            training = {"cohort_store": job.cohort.store, "cohort_kind": cohort_kind(job.cohort.store),
+                        "init": job.init, "init_resolved": init_ref, "mode": job.mode, "n_train": job.n_train,
+                        "seed": job.seed, "val_dice": res.metrics["val_dice_best"],
+                        "test_dice_mean": res.metrics["test_dice_mean"], "run_id": run_id}
+            folder = save_segmenter(res.model(), {**res.spec, "cohort_store": job.cohort.store, "training": training},
+                                    Path(tmp) / "segmenter")
             tracker.log_artifacts(str(folder), "segmenter")
         version = None
         if register and job.mlflow.registered_model:
             version = register_segmenter(uri, run_id, "segmenter", job.mlflow.registered_model, job.mlflow.alias,
-                                         tags={"init": job.init, "mode": job.mode, "n_train": job.n_train,
-                                               "seed": job.seed, "config_hash": job.hash(),
-                                               "val_dice": res.metrics["val_dice_best"],
-                                               "test_dice_mean": res.metrics["test_dice_mean"]})
+                                         tags=tracking.lineage_tags(
+                                             job.kind, init=job.init, init_resolved=init_ref, mode=job.mode,
+                                             n_train=job.n_train, seed=job.seed, config_hash=job.hash(),
+                                             val_dice=res.metrics["val_dice_best"],
+                                             test_dice_mean=res.metrics["test_dice_mean"]))
             say(f"cardiossl: registered models:/{job.mlflow.registered_model}/{version}"
                 + (f" (alias @{job.mlflow.alias})" if job.mlflow.alias else ""))
         status = "FINISHED"
@@ -460,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = run_finetune_job(job, progress=not a.no_progress, register=not a.no_register)
-    except FinetuneError as exc:
+    except (FinetuneError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"run_id": out["run_id"], "model_version": out["model_version"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import FinetuneError
-from ..tracking import load_pretrained
+from ..tracking import load_pretrained, resolve_version
 
 
 @dataclass
@@ -22,6 +22,7 @@ class InitWeights:
     pretext: dict | None = None  # {"name", "params"}
     head_state: dict | None = None
     info: dict = field(default_factory=dict)
+    resolved: str | None = None  # models:/NAME/VERSION an alias pointed at when it was loaded
 
 
 def _state_of(module) -> dict:
@@ -29,11 +30,17 @@ def _state_of(module) -> dict:
 
 
 def resolve_init(init: str, tracking_uri: str | None = None) -> InitWeights | None:
-    """Load a pretrained init with ``cardiossl.platform.tracking.load_pretrained``; None for scratch."""
+    """Load a pretrained init with ``cardiossl.platform.tracking.load_pretrained``; None for scratch.
+
+    An alias (``models:/NAME@current``) is resolved to the version it points at first, and that
+    version is what is loaded and recorded (``InitWeights.resolved``): the alias may move later."""
     if init == "scratch":
         return None
-    backbone, head, meta = load_pretrained(init, tracking_uri=tracking_uri)
-    return init_from_loaded(init, backbone, head, meta)
+    resolved = resolve_version(init, tracking_uri)
+    backbone, head, meta = load_pretrained(resolved, tracking_uri=tracking_uri)
+    weights = init_from_loaded(init, backbone, head, meta)
+    weights.resolved = resolved
+    return weights
 
 
 def init_from_loaded(source: str, backbone, head, meta: dict) -> InitWeights:

@@ -1,26 +1,30 @@
-"""Segment a short-axis cine stack with a registered segmenter; labels back in the input geometry.
+"""Segment short-axis cines with a registered segmenter; labels back in the input geometry.
 
-Input: a NIfTI SA stack (``sa.nii.gz``, 3-D [X, Y, Z] or 4-D [X, Y, Z, T]; slice ``k`` is the 2-D
-image ``data[:, :, k].T`` as dcm2niix writes it) or a DICOM exam folder (the SA stack is found by
-``readers.dicom``). Every slice is resampled onto the model's grid exactly as the cohort store does
-at ingest (same directions, same centre, ``image_size`` pixels at the model's ``spacing_mm``) and
-normalised with the same robust statistics of the subject's SA view (``store.intensity_stats``),
-so the network sees what it saw in training. The predicted labels are resampled back onto each
-source slice's own pixel grid with nearest neighbour, so the label volume has exactly the input's
-shape and affine (NIfTI) or the affine of the DICOM stack.
+Input: any case of ``cases`` (a NIfTI stack; UK Biobank-like, ACDC, M&Ms-2 or DICOM folders; ED
+and ES as separate files or one cine), or a folder of them. Every slice is resampled onto the
+model's grid exactly as the cohort store does at ingest (same directions, same centre,
+``image_size`` pixels at the model's ``spacing_mm``) and normalised with the same robust statistics
+of the subject's SA view (``store.intensity_stats``), so the network sees what it saw in training.
+The predicted labels are resampled back onto each source slice's own pixel grid with nearest
+neighbour, so the label volume has exactly the input's shape and affine (NIfTI) or the affine of the
+DICOM stack; ED/ES given as separate files get a label file each, beside their own header.
 
-Clinical measures (``evaluate.clinical_measures``: LV/RV EDV, ESV, EF, LV mass at 1.05 g/ml) are
-computed from the labels in the input geometry when the ED and ES frames are known: given on the
-command line, known to the reader (DICOM: ED = first frame), or, for ES, estimated as the frame with
-the smallest predicted LV cavity volume, as in the UK Biobank pipeline of Bai et al. (JCMR 2018).
+Post-processing keeps, per frame and structure, the largest 3-D connected component (as nnU-Net
+does, Isensee et al., Nat Methods 2021): islands above the base or below the apex go, and with
+them the volume they would add. Clinical measures (``evaluate.clinical_measures``: LV/RV EDV, ESV,
+EF, LV mass at 1.05 g/ml) come with their plausibility (``plausibility``: healthy reference and
+physiological ranges, a flag outside each), the segmenter's provenance (registered version, the
+cohort and validation Dice it was trained with) and a QC picture (``qc``). ED and ES are given on
+the command line, known to the input, or, for ES, estimated as the frame with the smallest
+predicted LV cavity volume, as in the UK Biobank pipeline of Bai et al. (JCMR 2018).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,135 +33,13 @@ from cardiossl.datasets.geometry import Plane
 from cardiossl.datasets.resample import label_to_source  # noqa: F401  (public here too)
 
 from ..tracking import ModelLoadError, load_segmenter_folder, resolve_model_dir
+from . import plausibility
+from .cases import PredictError, SAInput, find_cases, read_case, read_sa_input, stack_affine
 from .evaluate import clinical_measures, label_volumes_ml, slice_spacing_mm
+from .qc import qc_figure
 
-
-class PredictError(ValueError):
-    """Input that cannot be segmented; the message names the file and the fix."""
-
-
-@dataclass
-class SAInput:
-    """A short-axis stack in source geometry: ``images[t][k]`` is slice k of frame t."""
-
-    images: np.ndarray  # [T, S, rows, cols] float32
-    planes: list[Plane]  # per slice k (the same for every frame)
-    affine: np.ndarray  # NIfTI (RAS) affine of the volume the labels are written in
-    kind: str  # "nifti" | "dicom"
-    path: str
-    ed_frame: int | None = None
-    es_frame: int | None = None
-    header: object | None = None  # nibabel header of a NIfTI input (copied to the output)
-    is_4d: bool = True
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def n_slices(self) -> int:
-        return int(self.images.shape[1])
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
-# ---------------------------------------------------------------------------------------------
-def _is_nifti(p: Path) -> bool:
-    return p.name.endswith((".nii", ".nii.gz"))
-
-
-def read_sa_input(path: str | os.PathLike) -> SAInput:
-    """A NIfTI file, a folder holding ``sa.nii.gz``, or a DICOM exam folder."""
-    p = Path(path)
-    if not p.exists():
-        raise PredictError(f"{p}: no such file or folder")
-    if p.is_file():
-        if not _is_nifti(p):
-            raise PredictError(f"{p}: expected a NIfTI SA stack (.nii / .nii.gz) or a DICOM exam folder")
-        return read_nifti_sa(p)
-    for name in ("sa.nii.gz", "sa.nii"):
-        if (p / name).is_file():
-            inp = read_nifti_sa(p / name)
-            info = p / "info.json"  # UK Biobank-like layout (readers.ukbb): ED/ES frames
-            if info.is_file():
-                try:
-                    d = json.loads(info.read_text())
-                except ValueError as exc:
-                    raise PredictError(f"{info}: not valid JSON ({exc})") from None
-                if d.get("ed_frame") is not None:
-                    inp.ed_frame = int(d["ed_frame"])
-                if d.get("es_frame") is not None:
-                    inp.es_frame = int(d["es_frame"])
-            return inp
-    return read_dicom_sa(p)
-
-
-def read_nifti_sa(path: Path) -> SAInput:
-    import nibabel as nib
-
-    from cardiossl.datasets.readers.base import ReadError
-    from cardiossl.datasets.readers.nifti_io import load_nifti
-
-    try:
-        data, affine = load_nifti(path)
-    except ReadError as exc:
-        raise PredictError(str(exc)) from None
-    header = nib.load(str(path)).header
-    is_4d = data.ndim == 4 and data.shape[3] > 1
-    if data.ndim == 3:
-        data = data[..., None]
-    if data.ndim != 4:
-        raise PredictError(f"{path}: expected a 3-D or 4-D SA stack, got shape {data.shape}")
-    # [X, Y, Z, T] -> [T, Z, rows=Y, cols=X]
-    images = np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0))).astype(np.float32)
-    planes = [Plane.from_nifti(affine, k) for k in range(images.shape[1])]
-    return SAInput(images, planes, np.asarray(affine, dtype=np.float64), "nifti", str(path),
-                   ed_frame=0 if is_4d else None, header=header, is_4d=is_4d)
-
-
-def stack_affine(planes: list[Plane]) -> np.ndarray:
-    """NIfTI (RAS) affine of a stack whose slice k is ``data[:, :, k].T`` on ``planes[k]``."""
-    p0 = planes[0]
-    a = np.eye(4)
-    a[:3, 0] = p0.row_dir * p0.spacing[1]
-    a[:3, 1] = p0.col_dir * p0.spacing[0]
-    if len(planes) > 1:
-        step = (planes[-1].origin - p0.origin) / (len(planes) - 1)
-        a[:3, 2] = step
-    else:
-        a[:3, 2] = p0.normal
-    a[:3, 3] = p0.origin
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ a  # LPS -> RAS
-
-
-def read_dicom_sa(folder: Path) -> SAInput:
-    from cardiossl.datasets.readers.base import ReadError
-    from cardiossl.datasets.readers.dicom import read_exam, sanitize_subject_id
-
-    try:
-        rec = read_exam(sanitize_subject_id(folder.name), folder)
-    except ReadError as exc:
-        raise PredictError(f"{folder}: {exc}") from None
-    sa = [s for s in rec.slices if s.view == "sa"]
-    if not sa:
-        raise PredictError(f"{folder}: no short-axis stack found in the DICOM exam")
-    ks = sorted({s.slice_index for s in sa})
-    ts = sorted({s.frame for s in sa})
-    shapes = {s.image.shape for s in sa}
-    if len(shapes) != 1:
-        raise PredictError(f"{folder}: SA slices have different matrix sizes {sorted(shapes)}; cannot form one volume")
-    by = {(s.slice_index, s.frame): s for s in sa}
-    missing = [(k, t) for k in ks for t in ts if (k, t) not in by]
-    if missing:
-        raise PredictError(f"{folder}: SA stack incomplete, missing (slice, frame) {missing[:5]}")
-    images = np.stack([np.stack([by[(k, t)].image for k in ks]) for t in ts]).astype(np.float32)
-    planes = [by[(k, ts[0])].plane for k in ks]
-    ed = rec.meta.get("ed_frame")
-    es = rec.meta.get("es_frame")
-    return SAInput(images, planes, stack_affine(planes), "dicom", str(folder),
-                   ed_frame=None if ed is None else int(ed), es_frame=None if es is None else int(es),
-                   is_4d=len(ts) > 1, meta={"subject_id": rec.subject_id})
+__all__ = ["PredictError", "SAInput", "find_cases", "label_to_source", "largest_components", "measures",
+           "predict", "predict_all", "read_sa_input", "segment_input", "stack_affine", "to_grid", "write_labels"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,26 +117,65 @@ def measures(inp: SAInput, labels: np.ndarray, ed: int | None, es: int | None | 
     return out
 
 
-def write_labels(inp: SAInput, labels: np.ndarray, out_path: Path) -> Path:
-    """NIfTI label volume [X, Y, Z(, T)] uint8 with the input's affine (and header for NIfTI)."""
+def largest_components(labels: np.ndarray, classes=(1, 2, 3)) -> tuple[np.ndarray, dict]:
+    """Per frame and class, keep the largest 3-D connected component of ``labels`` [T, S, rows, cols].
+
+    Returns (labels, voxels removed per class). Slices are stacked as they are (neighbours in the
+    array are neighbours in space), 6-connectivity within and across slices."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    removed = {int(c): 0 for c in classes}
+    for t in range(labels.shape[0]):
+        for c in classes:
+            mask = labels[t] == c
+            comp, n = ndimage.label(mask)
+            if n <= 1:
+                continue
+            sizes = np.bincount(comp.ravel())[1:]
+            keep = 1 + int(np.argmax(sizes))
+            drop = mask & (comp != keep)
+            out[t][drop] = 0
+            removed[int(c)] += int(drop.sum())
+    return out, removed
+
+
+def _nifti_image(vol: np.ndarray, affine: np.ndarray, header):
     import nibabel as nib
 
+    if header is not None:
+        hdr = header.copy()
+        hdr.set_data_dtype(np.uint8)
+        img = nib.Nifti1Image(vol.astype(np.uint8), affine, hdr)
+        img.set_qform(affine, code=int(header["qform_code"]) or 1)
+        img.set_sform(affine, code=int(header["sform_code"]) or 1)
+    else:
+        img = nib.Nifti1Image(vol.astype(np.uint8), affine)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
+    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
+    return img
+
+
+def write_labels(inp: SAInput, labels: np.ndarray, out_path: Path) -> Path | dict[str, str]:
+    """NIfTI label volume [X, Y, Z(, T)] uint8 with the input's affine (and header for NIfTI).
+
+    For an input read from separate ED and ES files, one 3-D file per phase beside ``out_path``
+    (``labels_ed.nii.gz``, ``labels_es.nii.gz``), each with its source's header; returns {phase: path}."""
+    import nibabel as nib
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if inp.phase_files:
+        paths = {}
+        for t, pf in enumerate(inp.phase_files):
+            dst = out_path.with_name(f"labels_{pf.phase}.nii.gz")
+            nib.save(_nifti_image(np.transpose(labels[t], (2, 1, 0)), pf.affine, pf.header), str(dst))
+            paths[pf.phase] = str(dst)
+        return paths
     vol = np.transpose(labels, (3, 2, 1, 0))  # [T, Z, Y, X] -> [X, Y, Z, T]
     if not inp.is_4d:
         vol = vol[..., 0]
-    if inp.header is not None:
-        hdr = inp.header.copy()
-        hdr.set_data_dtype(np.uint8)
-        img = nib.Nifti1Image(vol.astype(np.uint8), inp.affine, hdr)
-        img.set_qform(inp.affine, code=int(inp.header["qform_code"]) or 1)
-        img.set_sform(inp.affine, code=int(inp.header["sform_code"]) or 1)
-    else:
-        img = nib.Nifti1Image(vol.astype(np.uint8), inp.affine)
-        img.set_qform(inp.affine, code=1)
-        img.set_sform(inp.affine, code=1)
-    img.header["scl_slope"], img.header["scl_inter"] = 1.0, 0.0
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out_path))
+    nib.save(_nifti_image(vol, inp.affine, inp.header), str(out_path))
     return out_path
 
 
@@ -262,20 +183,55 @@ def write_labels(inp: SAInput, labels: np.ndarray, out_path: Path) -> Path:
 # models
 # ---------------------------------------------------------------------------------------------
 def load_segmenter(ref: str, tracking_uri: str | None = None):
-    """(model, spec) from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/segmenter``
-    or a local folder written by ``tracking.save_segmenter``."""
+    """(model, spec) from ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/ID/segmenter`` or
+    a local folder written by ``tracking.save_segmenter``."""
+    model, spec, _ = load_with_provenance(ref, tracking_uri)
+    return model, spec
+
+
+def load_with_provenance(ref: str, tracking_uri: str | None = None):
+    """``load_segmenter`` plus the provenance: the version an alias resolved to, its run and tags."""
     import tempfile
 
+    from ..tracking import resolve_version
+
     if os.path.isdir(ref):
-        return load_segmenter_folder(ref)
+        model, spec = load_segmenter_folder(ref)
+        return model, spec, provenance(ref, ref, spec)
     if len(ref) == 32 and all(c in "0123456789abcdef" for c in ref):  # a bare run id
         ref = f"runs:/{ref}/segmenter"
     with tempfile.TemporaryDirectory(prefix="cardiossl-seg-") as tmp:
         try:
-            d = resolve_model_dir(ref, tracking_uri, dst=tmp)
+            resolved = resolve_version(ref, tracking_uri)
+            d = resolve_model_dir(resolved, tracking_uri, dst=tmp)
         except ModelLoadError as exc:
             raise PredictError(str(exc)) from None
-        return load_segmenter_folder(d)
+        model, spec = load_segmenter_folder(d)
+    prov = provenance(ref, resolved, spec)
+    if resolved.startswith("models:/"):
+        prov.update(_version_record(resolved, tracking_uri))
+    return model, spec, prov
+
+
+def provenance(ref: str, resolved: str, spec: dict) -> dict:
+    """What the segmenter is: the reference asked for, the version it resolved to, what it was trained on."""
+    training = dict(spec.get("training") or {})
+    for key in ("init", "mode", "n_train", "seed", "val_dice", "test_dice_mean", "cohort_store", "image_size",
+                "spacing_mm"):
+        if key in spec and key not in training:
+            training[key] = spec[key]
+    return {"ref": ref, "resolved": resolved, "training": training}
+
+
+def _version_record(resolved: str, tracking_uri: str | None) -> dict:
+    from ..tracking import mlflow_client
+
+    name, version = resolved[len("models:/"):].rsplit("/", 1)
+    try:
+        mv = mlflow_client(tracking_uri).get_model_version(name, version)
+    except Exception:  # the weights loaded; a registry hiccup must not lose the prediction
+        return {"name": name, "version": version}
+    return {"name": name, "version": version, "run_id": mv.run_id, "tags": dict(mv.tags or {})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,14 +239,17 @@ def load_segmenter(ref: str, tracking_uri: str | None = None):
 # ---------------------------------------------------------------------------------------------
 def predict(model_ref: str, input_path: str | os.PathLike, out: str | os.PathLike, *,
             tracking_uri: str | None = None, ed: int | None = None, es: int | str | None = "auto",
-            frames: list[int] | None = None, device: str = "cpu", model=None, spec: dict | None = None) -> dict:
-    """Segment ``input_path``; write ``OUT/labels.nii.gz`` and ``OUT/measures.json``; return the JSON."""
+            frames: list[int] | None = None, device: str = "cpu", model=None, spec: dict | None = None,
+            postprocess: bool = True, qc: bool = True, inp: SAInput | None = None,
+            prov: dict | None = None) -> dict:
+    """Segment one case; write ``OUT/labels.nii.gz`` (or ``labels_ed/es``), ``OUT/measures.json``
+    and ``OUT/qc.png``; return the JSON."""
     import torch
 
     if model is None:
-        model, spec = load_segmenter(model_ref, tracking_uri)
+        model, spec, prov = load_with_provenance(model_ref, tracking_uri)
     model.to(device)
-    inp = read_sa_input(input_path)
+    inp = inp if inp is not None else read_sa_input(input_path)
     ed = inp.ed_frame if ed is None else int(ed)
     if es is None or es == "auto":
         es = inp.es_frame if inp.es_frame is not None else ("auto" if inp.n_frames > 1 else None)
@@ -303,18 +262,66 @@ def predict(model_ref: str, input_path: str | os.PathLike, out: str | os.PathLik
     with torch.no_grad():
         labels = segment_input(inp, model_segmenter(model, device=device), image_size=int(spec["image_size"]),
                                spacing_mm=spacing, frames=frames)
+    removed = {}
+    if postprocess:
+        labels, removed = largest_components(labels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     label_path = write_labels(inp, labels, out / "labels.nii.gz")
-    result = {"input": str(input_path), "input_kind": inp.kind, "model": model_ref, "labels": str(label_path),
+    result = {"input": str(input_path), "input_kind": inp.kind, "model": model_ref,
+              "labels": label_path if isinstance(label_path, dict) else str(label_path),
               "label_values": {"1": "lv_cavity", "2": "lv_myocardium", "3": "rv_cavity"},
+              "postprocess": {"largest_component": postprocess,
+                              "voxels_removed": {str(k): v for k, v in removed.items()}},
               **measures(inp, labels, ed, es)}
+    check = plausibility.check(result)
+    result.update({"plausible": check["plausible"], "flags": check["flags"], "ranges": check["ranges"],
+                   "range_sources": check["sources"], "segmenter": prov or provenance(model_ref, model_ref, spec)})
+    if inp.meta:
+        result["input_meta"] = inp.meta
+    if qc:
+        result["qc"] = str(qc_png(inp, labels, result, out / "qc.png"))
     (out / "measures.json").write_text(json.dumps(result, indent=2, default=_json_default))
     return result
+
+
+def qc_png(inp: SAInput, labels: np.ndarray, result: dict, path: Path) -> Path:
+    """The QC figure of a case: ED/ES slices with labels, measures and flags in the title."""
+    keys = (("lv_edv_ml", "LV EDV", "ml"), ("lv_ef_pct", "LV EF", "%"), ("lv_mass_g", "LV mass", "g"),
+            ("rv_edv_ml", "RV EDV", "ml"), ("rv_ef_pct", "RV EF", "%"))
+    summary = "  ".join(f"{name} {result[k]:.0f} {u}" for k, name, u in keys
+                        if isinstance(result.get(k), float) and math.isfinite(result[k]))
+    seg = result.get("segmenter") or {}
+    model = seg.get("resolved") or result.get("model", "")
+    notes = [plausibility.describe(f) for f in result.get("flags", [])]
+    return qc_figure(inp.images, labels, {"ED": result.get("ed_frame"), "ES": result.get("es_frame")}, path,
+                     title=f"{Path(inp.path).name} ({inp.kind}); model {model}\n{summary}", notes=notes)
+
+
+def predict_all(model_ref: str, input_path: str | os.PathLike, out: str | os.PathLike, *,
+                tracking_uri: str | None = None, device: str = "cpu", on_case: Callable | None = None,
+                **kwargs) -> list[dict]:
+    """Every case at ``input_path`` (one, or a cohort folder): one model load, ``OUT/<case>/`` each.
+
+    A case that cannot be read is reported in its entry (``error``) and the others go on."""
+    cases = find_cases(input_path)
+    model, spec, prov = load_with_provenance(model_ref, tracking_uri)
+    results = []
+    for case_id, path, kind in cases:
+        dst = Path(out) if len(cases) == 1 else Path(out) / case_id
+        try:
+            res = predict(model_ref, path, dst, device=device, model=model, spec=spec, prov=prov,
+                          inp=read_case(path, kind), **kwargs)
+            res["case"] = case_id
+        except PredictError as exc:
+            res = {"case": case_id, "input": str(path), "error": str(exc)}
+        results.append(res)
+        if on_case is not None:
+            on_case(res)
+    return results
 
 
 def _json_default(o):
     if isinstance(o, np.integer | np.floating):
         return o.item()
     raise TypeError(type(o).__name__)
-

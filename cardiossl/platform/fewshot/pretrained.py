@@ -20,7 +20,9 @@ from pathlib import Path
 
 from .. import tracking
 from ..config import BenchmarkJob, is_model_ref, load_job
-from ..launch import cohort_fingerprint, launch, subjects_record
+from ..launch import launch, subjects_record
+from ..preflight import open_store
+from ..launch import pretrain_identity as launch_identity
 from ..tracking import mlflow_client
 
 SUBJECTS_ARTIFACT = "cohort/subjects.json"
@@ -54,11 +56,14 @@ def pretrain_job(job: BenchmarkJob, init: str, held_out: Iterable[str], job_dir:
 
 
 def pretrain_identity(pjob) -> dict[str, str]:
-    """The tags that make a registered pretrained model reusable: config hash, cohort fingerprint
-    and the hash of the subjects the job would train and validate on."""
-    return {"config_hash": pjob.hash(),
-            "cohort_fingerprint": tracking.fingerprint_hash(cohort_fingerprint(pjob.cohort.store)),
-            "subjects_hash": subjects_record(pjob)["subjects_hash"]}
+    """The tags that make a registered pretrained model reusable, as ``launch`` writes them: config
+    hash (with the cohort's content), cohort fingerprint (its content hash) and the hash of the
+    subjects the job would train and validate on, all of the store as it is now."""
+    from ..training import split_cohort
+
+    snapshot = open_store(pjob.cohort.store).snapshot()
+    return {**launch_identity(pjob, snapshot),
+            "subjects_hash": subjects_record(pjob, split_cohort(pjob, snapshot))["subjects_hash"]}
 
 
 def encoder_subjects(ref: str, tracking_uri: str) -> dict | None:

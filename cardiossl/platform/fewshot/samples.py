@@ -18,6 +18,25 @@ def labelled_subjects(store_path: str) -> list[str]:
     return sorted({t.subject_ids[int(i)] for i in np.unique(t.subject[ok])})
 
 
+def cohort_kind(store_path: str, max_subjects: int = 50) -> str:
+    """What a store holds, for a model's provenance: ``synthetic``, a layout (``acdc``, ``mnms2``,
+    ``dicom``, ``ukbb``, ...) or several joined by ``+``; from the meta of up to ``max_subjects``."""
+    from cardiossl.datasets.store import CohortStore
+
+    try:
+        store = CohortStore(store_path)
+        ids = store.subject_ids()
+        step = max(1, len(ids) // max_subjects)
+        kinds = set()
+        for sid in ids[::step][:max_subjects]:
+            meta = store.subject_meta(sid) or {}
+            kinds.add("synthetic" if meta.get("source") == "synthetic" else str(meta.get("layout") or meta.get("source")
+                                                                                 or "unknown"))
+    except Exception:  # provenance must not fail a finished training run
+        return "unknown"
+    return "+".join(sorted(kinds)) or "empty"
+
+
 def load_samples(store_path: str, subjects: list[str], *, phases=("ed", "es"), labelled_only=True,
                  views=("sa",), filter=None) -> list[dict]:
     """Every matching slice of ``subjects`` into memory (few-shot sets are small)."""

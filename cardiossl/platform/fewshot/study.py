@@ -26,7 +26,6 @@ Table 1: 0.811 -> 0.852 mean Dice at 5 subjects, scratch -> anatomical position)
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -40,17 +39,20 @@ from cardiossl.datasets.splits import (
     write_split_file,
 )
 
+from .. import tracking
 from ..config import SCRATCH, BenchmarkJob, ConfigError, FinetuneJob, StudyRay, config_hash, load_job
 from ..tracking import (
     default_artifact_location, mlflow_client, model_version, register_segmenter, save_segmenter, segmenter_from_state,
 )
+from ..runtime import init_ray
 from .evaluate import collect_stacks
 from .finetune import finetune
+from .checks import preflight_study
 from .init import resolve_init
 from .pretrained import StudyError, ensure_pretrained, find_matching_pretrained, pretrain_identity  # noqa: F401
 from .reference import reference_stacks
 from .report import aggregate, convergence_summary, paired_markdown, results_markdown, rows_csv, write_report
-from .samples import labelled_subjects, load_samples
+from .samples import cohort_kind, labelled_subjects, load_samples
 from .stats import champion_key, compare_to_scratch, method_name
 from .trial_cache import TrialCache, trial_key
 
@@ -119,15 +121,8 @@ def _trial_task(job_dict: dict, init_weights, labelled: list[str], threads: int,
 def _connect_ray(cfg: StudyRay):
     import ray
 
-    if ray.is_initialized():
-        return ray
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        # "local": a new instance even where /tmp/ray still names a cluster that has since stopped
-        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    # the trials' runtime env carries CARDIOSSL_HOME as the pretraining workers' does
+    init_ray(cfg.address, num_cpus=cfg.num_cpus, log_to_driver=False, say=lambda *a: None, local_only=True)
     return ray
 
 
@@ -138,8 +133,8 @@ def _log_trial(client, experiment_id: str, parent_id: str, cell: tuple, job_dict
     init, mode, n, seed = cell
     run = client.create_run(
         experiment_id, run_name=f"{method_name(init, mode).replace('/', '-')}-N{n}-seed{seed}",
-        tags={"mlflow.parentRunId": parent_id, "cardiossl.kind": "finetune-trial", "init": init, "mode": mode,
-              "n_train": str(n), "seed": str(seed), "cached": str(bool(out and out.get("cached"))).lower()},
+        tags={"mlflow.parentRunId": parent_id, "cached": str(bool(out and out.get("cached"))).lower(),
+              **tracking.lineage_tags("finetune-trial", init=init, mode=mode, n_train=n, seed=seed)},
     )
     rid = run.info.run_id
     params = [Param("init", init), Param("mode", mode), Param("n_train", str(n)), Param("seed", str(seed)),
@@ -194,10 +189,12 @@ def run_study(job: BenchmarkJob, *, job_dir: Path | None = None, console=None) -
     for init in job.grid.inits:
         if init != SCRATCH:
             refs[init], records[init] = ensure_pretrained(job, init, held, job_dir, console)
+            # the version an alias points at now: what the trials load and what the record names
+            refs[init] = tracking.resolve_version(refs[init], job.mlflow.tracking_uri)
 
-    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study",
-                               tags={"cardiossl.kind": "benchmark", "config_hash": config_hash(job),
-                                     "held_out_hash": subjects_hash(held)})
+    parent = client.create_run(exp_id, run_name=job.mlflow.run_name or f"{job.name}-study-{time.strftime('%Y%m%d-%H%M%S')}",
+                               tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job),
+                                                          held_out_hash=subjects_hash(held)))
     pid = parent.info.run_id
     status = "FAILED"
     work = Path(tempfile.mkdtemp(prefix="cardiossl-study-"))
@@ -362,8 +359,13 @@ def _param(k: str, v) -> Any:
 def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tmp: str) -> dict:
     """Log the champion's weights + spec under the parent run and register them with the alias."""
     model = segmenter_from_state(best["spec"], best["state_dict"])
+    training = {"cohort_store": job.cohort.store, "cohort_kind": cohort_kind(job.cohort.store),
+                "init": best["init"], "mode": best["mode"], "n_train": best["n_train"], "seed": best["seed"],
+                "val_dice": best["metrics"].get("val_dice_best"), "test_dice_mean": best["metrics"]["test_dice_mean"],
+                "run_id": best["run_id"], "study_run_id": parent_id}
     spec = {**best["spec"], "val_dice": best["metrics"].get("val_dice_best"),
-            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store}
+            "test_dice_mean": best["metrics"]["test_dice_mean"], "cohort_store": job.cohort.store,
+            "training": training}
     folder = save_segmenter(model, spec, Path(tmp) / "segmenter")
     client.log_artifacts(parent_id, str(folder), "segmenter")
     info = {"run_id": best["run_id"], "method": method_name(best["init"], best["mode"]),
@@ -373,7 +375,7 @@ def _register_champion(client, job: BenchmarkJob, parent_id: str, best: dict, tm
     if not job.champion.enabled:
         return info
     version = register_segmenter(job.mlflow.tracking_uri, parent_id, "segmenter", job.champion.name, job.champion.alias,
-                                 tags={k: str(v) for k, v in info.items()})
+                                 tags=tracking.lineage_tags(job.kind, config_hash=config_hash(job), **info))
     info["model_uri"] = f"models:/{job.champion.name}@{job.champion.alias}"
     info["version"] = version
     return info
@@ -400,13 +402,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {a.job} is a {job.kind!r} job; `benchmark` runs kind: benchmark")
         return 2
     try:
-        if a.write_split:
+        if a.write_split:  # only the held-out subjects: the grid's N need not fit yet
             split = study_split(job, labelled_subjects(job.cohort.store))
             path = write_study_split(Path(a.write_split).resolve(), job, split)
             print(f"split: {len(split['test'])} test, {len(split['val'])} validation, {len(split['pool'])} pool -> {path}")
             return 0
+        preflight_study(job)  # before any run exists: a study that cannot run leaves none
         out = run_study(job, job_dir=Path(a.job).resolve().parent)
-    except StudyError as exc:
+    except (StudyError, ConfigError) as exc:
         print(f"error: {exc}")
         return 2
     print(f"parent run: {out['parent_run_id']}")

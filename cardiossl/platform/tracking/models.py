@@ -98,18 +98,49 @@ def load_pretrained(ref: str, tracking_uri: str | None = None, map_location: str
     return backbone, head, meta
 
 
+PRETRAINED_DESCRIPTION = ("cardiossl pretrained backbones: encoder, decoder and pretext head as safetensors "
+                          "+ model.json; load with cardiossl.platform.tracking.load_pretrained")
+SEGMENTER_DESCRIPTION = ("cardiossl short-axis segmenters (LV cavity, LV myocardium, RV cavity): an MLflow pyfunc "
+                         "model whose weights are safetensors + segmenter.json; `cardiossl predict`, "
+                         "mlflow.pyfunc.load_model or `mlflow models serve --env-manager local`")
+
+
+def resolve_version(ref: str, tracking_uri: str | None = None) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/latest`` -> ``models:/NAME/VERSION`` (what the alias
+    points at now, so a record names the weights actually used); other references unchanged."""
+    if not ref.startswith("models:/"):
+        return ref
+    name, version = _parse_models_uri(ref)
+    client = mlflow_client(tracking_uri)
+    try:
+        if version.startswith("@"):
+            version = str(client.get_model_version_by_alias(name, version[1:]).version)
+        elif version.lower() == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ModelLoadError(f"{ref!r}: registered model {name!r} has no versions")
+            version = str(max(int(m.version) for m in versions))
+        else:
+            client.get_model_version(name, version)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot resolve {ref!r} in {tracking_uri}: {type(exc).__name__}: {exc}") from exc
+    return f"models:/{name}/{version}"
+
+
 def register_pretrained(tracking_uri: str, run_id: str, name: str, *, alias: str | None = None,
                         tags: dict[str, Any] | None = None, description: str | None = None,
-                        artifact_path: str = ARTIFACT_PATH) -> str:
+                        artifact_path: str = ARTIFACT_PATH, model_description: str = PRETRAINED_DESCRIPTION) -> str:
     """Register the run's ``pretrained`` folder as a new version of ``name``; set ``alias``.
 
     Returns the version. The source is the run's artifact folder, so the registry never holds a
-    pickled model."""
+    pickled model. ``model_description`` describes the registered model when this creates it."""
     from mlflow.exceptions import MlflowException
 
     client = mlflow_client(tracking_uri)
     try:
-        client.create_registered_model(name, description="cardiossl pretrained backbones (safetensors + model.json)")
+        client.create_registered_model(name, description=model_description)
     except MlflowException as exc:
         if "already exists" not in str(exc) and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
@@ -129,5 +160,5 @@ def register_segmenter(tracking_uri: str, run_id: str, artifact_path: str, name:
     """Register ``runs:/RUN/<artifact_path>`` (safetensors + segmenter.json) as a version of
     ``name`` with ``alias``; returns the version."""
     return register_pretrained(tracking_uri, run_id, name, alias=alias, tags=tags,
-                               description="cardiossl few-shot SA segmenter (safetensors + segmenter.json)",
-                               artifact_path=artifact_path)
+                               description=f"few-shot SA segmenter, run {run_id}",
+                               artifact_path=artifact_path, model_description=SEGMENTER_DESCRIPTION)

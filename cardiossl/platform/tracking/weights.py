@@ -125,12 +125,21 @@ def build_segmenter(backbone, n_classes: int = N_CLASSES):
     return Segmenter()
 
 
-def save_segmenter(model, spec: dict, folder: str | os.PathLike) -> Path:
-    """Write ``model.safetensors`` + ``segmenter.json`` (the config that rebuilds the module).
+def save_segmenter(model, spec: dict, folder: str | os.PathLike, *, mlflow_model: bool = True) -> Path:
+    """Write ``model.safetensors`` + ``segmenter.json`` (the config that rebuilds the module), as an
+    MLflow pyfunc model around them (``serving``) unless ``mlflow_model`` is False.
 
     No pickles: loading never executes stored code (safetensors holds only tensors)."""
     from safetensors.torch import save_file
 
+    if mlflow_model:
+        import tempfile
+
+        from .serving import save_mlflow_model
+
+        with tempfile.TemporaryDirectory(prefix="cardiossl-seg-") as tmp:
+            save_segmenter(model, spec, tmp, mlflow_model=False)
+            return save_mlflow_model(tmp, folder)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -160,7 +169,9 @@ def load_segmenter_folder(folder: str | os.PathLike):
     """(model, spec) from a folder written by ``save_segmenter``."""
     from safetensors.torch import load_file
 
-    folder = Path(folder)
+    from .serving import weights_folder
+
+    folder = weights_folder(folder)
     spec_path, w_path = folder / SEGMENTER_SPEC, folder / SEGMENTER_WEIGHTS
     if not spec_path.is_file() or not w_path.is_file():
         raise FinetuneError(

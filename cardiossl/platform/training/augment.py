@@ -126,9 +126,31 @@ def _apply_plane(sample: dict, src: Plane, dst: Plane, out_shape: tuple[int, int
     return out
 
 
+@dataclass(frozen=True)
+class IntensityDraw:
+    """One sample's intensity augmentation: gamma, contrast factor, noise std (None: not applied)."""
+
+    gamma: float | None = None
+    contrast: float | None = None
+    noise_std: float | None = None
+
+    @staticmethod
+    def to_vector(draw: IntensityDraw | None) -> np.ndarray:
+        """[applied, gamma, contrast, noise std] with the identity for what is not applied."""
+        if draw is None:
+            return np.array([0.0, 1.0, 1.0, 0.0], dtype=np.float32)
+        return np.array([1.0, 1.0 if draw.gamma is None else draw.gamma,
+                         1.0 if draw.contrast is None else draw.contrast,
+                         0.0 if draw.noise_std is None else draw.noise_std], dtype=np.float32)
+
+
 @dataclass
 class Augment:
-    """``transform(sample, rng) -> sample``: spatial (plane-exact) then intensity."""
+    """``transform(sample, rng) -> sample``: spatial (plane-exact) then intensity.
+
+    The random draws (``draw_plane``, ``draw_intensity``) are separate from their application, so
+    ``augment.on: device`` (``augment_device``) draws exactly what this class draws and applies it
+    to the whole batch on the training device."""
 
     image_size: int
     spatial: SpatialAugment | None = None
@@ -145,42 +167,57 @@ class Augment:
         sample = self.spatial_step(sample, rng)
         return self.intensity_step(sample, rng)
 
-    def spatial_step(self, sample: dict, rng: np.random.Generator) -> dict:
+    def draw_plane(self, sample: dict, rng: np.random.Generator) -> Plane | None:
+        """The perturbed plane of the ``image_size`` output (rotation about the normal, zoom,
+        in-plane shift), or None when the spatial augmentation is not drawn (the plain crop)."""
         s = self.spatial
-        size = self.image_size
         if s is None or s.p <= 0 or rng.random() >= s.p:
-            return crop_or_pad(sample, size, self.labels)
+            return None
         angle = math.radians(rng.uniform(-s.rotation_deg, s.rotation_deg))
         lo, hi = s.scale
         scale = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
         shift = tuple(rng.uniform(-s.translation_mm, s.translation_mm, size=2))
         plane = Plane.from_vector(sample["plane"])
         h, w = sample["image"].shape[-2:]
-        dst = perturbed_plane(plane, (h, w), (size, size), angle, scale, shift)
-        return _apply_plane(sample, plane, dst, (size, size), self.labels)
+        return perturbed_plane(plane, (h, w), (self.image_size, self.image_size), angle, scale, shift)
 
-    def intensity_step(self, sample: dict, rng: np.random.Generator) -> dict:
+    def spatial_step(self, sample: dict, rng: np.random.Generator) -> dict:
+        dst = self.draw_plane(sample, rng)
+        if dst is None:
+            return crop_or_pad(sample, self.image_size, self.labels)
+        size = (self.image_size, self.image_size)
+        return _apply_plane(sample, Plane.from_vector(sample["plane"]), dst, size, self.labels)
+
+    def draw_intensity(self, rng: np.random.Generator) -> IntensityDraw | None:
+        """Gamma, contrast and noise std of one sample, or None when not drawn (in the order the
+        loader path always drew them, so a seed gives the same augmentation as before)."""
         a = self.intensity
         if a is None or a.p <= 0 or rng.random() >= a.p:
+            return None
+        g = float(math.exp(rng.uniform(math.log(a.gamma[0]), math.log(a.gamma[1])))) if a.gamma is not None else None
+        c = float(rng.uniform(*a.contrast)) if a.contrast is not None else None
+        sd = float(rng.uniform(*a.noise_std)) if a.noise_std is not None and a.noise_std[1] > 0 else None
+        return IntensityDraw(g, c, sd)
+
+    def intensity_step(self, sample: dict, rng: np.random.Generator) -> dict:
+        draw = self.draw_intensity(rng)
+        if draw is None:
             return sample
         img = np.asarray(sample["image"], dtype=np.float32).copy()
-        if a.gamma is not None:
-            g = float(math.exp(rng.uniform(math.log(a.gamma[0]), math.log(a.gamma[1]))))
+        if draw.gamma is not None:
             lo, hi = float(img.min()), float(img.max())
             if hi > lo:
                 mean, std = float(img.mean()), float(img.std())
                 x = (img - lo) * (1.0 / (hi - lo))
-                np.power(x, g, out=x)
+                np.power(x, draw.gamma, out=x)
                 # keep the z-score scale the network was given (gamma changes mean and std)
                 xs = float(x.std())
                 img = (x - float(x.mean())) * (std / xs if xs > 0 else 1.0) + mean
-        if a.contrast is not None:
-            c = float(rng.uniform(*a.contrast))
+        if draw.contrast is not None:
             m = float(img.mean())
-            img = (img - m) * c + m
-        if a.noise_std is not None and a.noise_std[1] > 0:
-            sd = float(rng.uniform(*a.noise_std))
-            img = img + rng.standard_normal(img.shape, dtype=np.float32) * sd
+            img = (img - m) * draw.contrast + m
+        if draw.noise_std is not None:
+            img = img + rng.standard_normal(img.shape, dtype=np.float32) * draw.noise_std
         out = dict(sample)
         out["image"] = img.astype(np.float32)
         return out

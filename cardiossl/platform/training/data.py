@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .augment import Augment, SampleTransform
+from .augment_device import DeferredAugment, DeferredTransform, check_pretext, uses_device_augment
 from .collate import collate
 from .session import Session
 
@@ -58,13 +59,24 @@ class EpochDataset(torch.utils.data.Dataset):
 
 # data
 # --------------------------------------------------------------------------------------------
-def split_cohort(job) -> dict[str, list[str]]:
-    """Subject-level split (train / val / test) of a job's cohort after ``cohort.exclude``: from
-    ``cohort.split.file`` when given, else hash-based in ``cohort.split.seed`` (datasets.splits)."""
+def split_cohort(job, snapshot=None) -> dict[str, list[str]]:
+    """Subject-level split (train / val / test) of a job's cohort in ``snapshot`` (default: a snapshot
+    of the store now) after ``cohort.exclude``: from ``cohort.split.file`` when given, else hash-based
+    in ``cohort.split.seed`` (``datasets.splits``). A training run computes it once, on its driver, and
+    hands it to every worker with the snapshot."""
     from cardiossl.datasets.splits import apply_split_file, excluded_ids, load_split_file, train_val_test_split
-    from cardiossl.datasets.store import CohortStore
+    from cardiossl.datasets.store import CohortStore, Snapshot
 
-    ids = list(job.cohort.subjects) if job.cohort.subjects else CohortStore(job.cohort.store).subject_ids()
+    if isinstance(snapshot, dict):
+        snapshot = Snapshot.from_dict(snapshot)
+    snapshot = snapshot or CohortStore(job.cohort.store).snapshot()
+    ids = snapshot.subject_ids
+    if job.cohort.subjects:
+        missing = sorted(set(job.cohort.subjects) - set(ids))
+        if missing:
+            raise ValueError(f"cohort.subjects: not in {job.cohort.store} (snapshot {snapshot.content_hash[:12]}): "
+                             f"{', '.join(missing[:10])}")
+        ids = list(job.cohort.subjects)
     if not ids:
         raise ValueError(f"cohort store {job.cohort.store} has no subjects")
     drop = excluded_ids(job.cohort.exclude, fold=job.cohort.split.fold)
@@ -81,24 +93,43 @@ def split_cohort(job) -> dict[str, list[str]]:
 
 
 def make_dataset(job, subjects: list[str], pretext, train: bool, rank: int = 0, keep_labels: bool = False,
-                 **kwargs):
+                 snapshot=None, **kwargs):
     """Training samples draw augmentation and targets from (seed, epoch, rank, index); validation
-    uses rank 0 and its own seed, so its targets do not depend on how many workers ran."""
+    uses rank 0 and its own seed, so its targets do not depend on how many workers ran. ``snapshot``:
+    the run's cohort snapshot (the store's parts as the driver saw them)."""
     from cardiossl.datasets.torch_dataset import CohortDataset
 
-    transform = SampleTransform(Augment.from_config(job.augment, job.image_size, labels=keep_labels),
-                                pretext, train=train)
-    return CohortDataset(
+    augment = Augment.from_config(job.augment, job.image_size, labels=keep_labels)
+    transform = SampleTransform(augment, pretext, train=train)
+    if train and uses_device_augment(job):  # the loader draws, the device resamples (augment_device)
+        check_pretext(pretext)
+        if keep_labels:
+            raise ValueError("augment.on: device resamples images only; labels need augment.on: loader")
+        transform = DeferredTransform(DeferredAugment(augment), pretext)
+    select = dict(subjects=subjects, views=tuple(job.cohort.views),
+                  phases=tuple(job.cohort.phases) if job.cohort.phases else None, snapshot=snapshot)
+    ds = CohortDataset(
         job.cohort.store,
-        subjects=subjects,
-        views=tuple(job.cohort.views),
-        phases=tuple(job.cohort.phases) if job.cohort.phases else None,
+        **select,
         transform=transform,
         filter=pretext.accepts if pretext is not None else None,
         seed=job.seed if train else job.seed + 7919,  # validation targets: a fixed, separate stream
         rank=rank if train else 0,
         **kwargs,
     )
+    if pretext is not None and len(ds) == 0 and ds.skipped:
+        raise ValueError(f"pretext {pretext.name!r}: none of the {ds.skipped} slices of these {len(subjects)} subjects "
+                         f"gets a target ({refusals(CohortDataset(job.cohort.store, **select), pretext)}); "
+                         "`cardiossl cohort info STORE` counts them per pretext and reason")
+    return ds
+
+
+def refusals(dataset, pretext, limit: int = 2000) -> str:
+    """The pretext's reasons for refusing the first ``limit`` slices of ``dataset``, most common first."""
+    from collections import Counter
+
+    why = Counter(pretext.reason(dataset.meta(i)) or "accepted" for i in range(min(len(dataset), limit)))
+    return "; ".join(f"{k}: {v}" for k, v in why.most_common())
 
 
 def make_sampler(dataset, job, session: Session, shuffle: bool, drop_last: bool):

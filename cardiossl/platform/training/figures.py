@@ -3,7 +3,7 @@ network's prediction, on a few validation slices."""
 
 from __future__ import annotations
 
-
+from cardiossl.pretexts.base import overlay_classes
 
 
 def _draw_prediction(ax, pretext, sample: dict, output) -> None:
@@ -14,10 +14,8 @@ def _draw_prediction(ax, pretext, sample: dict, output) -> None:
     out = np.asarray(output, dtype=np.float32)
     target = np.asarray(sample["target"])
     ax.imshow(img, cmap="gray", interpolation="nearest")
-    if out.ndim == 3 and target.ndim == 2:  # per-pixel classes
-        pred = out.argmax(0)
-        masked = np.ma.masked_where(pred == 0, pred)
-        ax.imshow(masked, cmap="tab10", alpha=0.5, interpolation="nearest", vmin=0, vmax=10)
+    if out.ndim == 3 and target.ndim == 2:  # per-pixel classes: the colours of the target's drawing
+        overlay_classes(ax, out.argmax(0), alpha=0.3)
         ax.set_xlabel("prediction (argmax)", fontsize=7)
     elif out.ndim == 3 and out.shape[-2:] == img.shape and target.ndim == 3 and out.shape[0] == target.shape[0]:
         if "target_mask" in sample:  # reconstruction
@@ -39,7 +37,9 @@ def _draw_prediction(ax, pretext, sample: dict, output) -> None:
 
 
 def prediction_figure(job, result, n_slices: int = 4):
-    """Rows: validation slices; columns: the pretext target (its own ``draw``) and the prediction."""
+    """Rows: validation slices; columns: the pretext target (its own ``draw``) and the prediction.
+
+    Read from the run's own snapshot and split (``result``), never from the store as it is now."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,9 +50,9 @@ def prediction_figure(job, result, n_slices: int = 4):
     from .collate import collate, to_device
     from .data import make_dataset, split_cohort
 
-    splits = split_cohort(job)
+    splits = result.splits or split_cohort(job, result.snapshot)
     subjects = splits["val"] or splits["train"]
-    ds = make_dataset(job, subjects, result.pretext, train=False)
+    ds = make_dataset(job, subjects, result.pretext, train=False, snapshot=result.snapshot)
     if len(ds) == 0:
         return None
     idx = np.linspace(0, len(ds) - 1, num=min(n_slices, len(ds))).round().astype(int)

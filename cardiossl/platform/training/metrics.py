@@ -1,9 +1,8 @@
-"""Metrics of a training run: reduced over ranks, and buffered until the checkpoint that covers them."""
+"""Metrics of a training run: reduced over ranks, logged live (once per step and key, across restarts)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -31,32 +30,31 @@ def all_reduce_mean(values: dict[str, float], weight: float, world_size: int) ->
 
 
 
-@dataclass
-class MetricBuffer:
-    """Metrics waiting for the checkpoint that covers them: ``[(step, {key: value})]``."""
+class LiveMetrics:
+    """Metrics to the tracker as they happen, each step at most once per key.
 
-    rows: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    A restarted worker group resumes from its last checkpoint and recomputes the steps after it,
+    some of which rank 0 had already logged before the failure. The first time a key is logged by
+    this process, the highest step the run already holds for it is read back, and steps up to
+    there are skipped: the history has no gap (nothing is logged before it is computed) and no
+    duplicate (nothing is logged twice)."""
 
-    def add(self, step: int, metrics: dict[str, float]) -> None:
-        self.rows.append((int(step), {k: float(v) for k, v in metrics.items()}))
+    def __init__(self, tracker) -> None:
+        self.tracker = tracker
+        self.floor: dict[str, int] = {}
 
-    def flush(self, tracker, floor: int = -1) -> int:
-        """Log rows with step > floor; return the highest step logged (or floor)."""
-        top = floor
-        for step, metrics in self.rows:
-            if step > floor:
-                tracker.log_metrics(metrics, step=step)
-                top = max(top, step)
-        self.rows.clear()
-        return top
-
-    def to_json(self) -> list:
-        return [[s, m] for s, m in self.rows]
-
-    @classmethod
-    def from_json(cls, data) -> MetricBuffer:
-        return cls([(int(s), dict(m)) for s, m in data or []])
-
+    def log(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
+        """Log what the run does not hold yet; return it."""
+        fresh = {}
+        for k, v in metrics.items():
+            if k not in self.floor:
+                self.floor[k] = self.tracker.last_step(k)
+            if step > self.floor[k]:
+                fresh[k] = float(v)
+                self.floor[k] = int(step)
+        if fresh:
+            self.tracker.log_metrics(fresh, step=int(step))
+        return fresh
 
 
 def evaluate(model: nn.Module, pretext, loader, device: torch.device, precision: str = "auto",

@@ -19,8 +19,9 @@ def log_training_outputs(tracker, job, result, n_slices: int | None = None) -> N
             backbone={"name": job.backbone.name, "params": job.backbone.params},
             pretext={"name": job.pretext.name, "params": job.pretext.params},
             decoder_trained=bool(result.pretext.uses_decoder),
-            extra={"step": result.step, "config_hash": job.hash(), "image_size": job.image_size,
-                   "val_metrics": result.val_metrics},
+            extra={"step": result.step, "image_size": job.image_size, "val_metrics": result.val_metrics,
+                   "config_hash": job.hash(result.snapshot.content_hash if result.snapshot else None),
+                   "cohort_snapshot": result.snapshot.content_hash if result.snapshot else None},
         )
         tracker.log_artifacts(tmp, "pretrained")
     tracker.log_dict(

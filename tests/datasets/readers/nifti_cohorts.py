@@ -67,6 +67,34 @@ def oblique(origin=(12.0, -30.5, 80.25), angles=(25.0, -40.0, 15.0), row_spacing
     return KnownGeometry(np.asarray(origin, float), r[:, 0], r[:, 1], row_spacing, col_spacing, step)
 
 
+APEX_LPS = np.array([0.62, -0.55, -0.56]) / np.linalg.norm([0.62, -0.55, -0.56])  # left, anterior, inferior
+
+
+def short_axis(origin=(12.0, -30.5, 80.25), *, twist: float = 25.0, row_spacing=1.8, col_spacing=1.3,
+               step=8.0, apex_first: bool = False) -> KnownGeometry:
+    """An oblique SA stack as a scanner plans it: slices perpendicular to the LV long axis (which
+    points left, anterior and inferior), slice index growing towards the apex, or towards the base
+    with ``apex_first``; ``twist`` rotates the image axes in the plane."""
+    w = APEX_LPS if not apex_first else -APEX_LPS
+    a = np.cross(w, [0.0, 0.0, 1.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(w, a)
+    t = np.deg2rad(twist)
+    row = np.cos(t) * a + np.sin(t) * b
+    col = np.cross(w, row)  # so that row x col = w
+    return KnownGeometry(np.asarray(origin, float), row, col, row_spacing, col_spacing, step)
+
+
+def long_axis_plane(sa: KnownGeometry, angle: float = 0.0, origin=(-60.0, 40.0, 110.0), row_spacing=1.4,
+                    col_spacing=1.15) -> KnownGeometry:
+    """A single long-axis plane containing the SA stack's normal (the LV long axis), turned
+    ``angle`` degrees about it from the SA row direction."""
+    t = np.deg2rad(angle)
+    d = np.cos(t) * sa.row_dir + np.sin(t) * sa.col_dir
+    n = sa.normal / np.linalg.norm(sa.normal)
+    return KnownGeometry(np.asarray(origin, float), d, -n, row_spacing, col_spacing, 7.0)
+
+
 def heart(shape: tuple[int, int, int], scale: float, rng: np.random.Generator,
           base_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(image int16, labels in OUR convention 1 LV, 2 MYO, 3 RV) of a cone-shaped toy ventricle.
@@ -180,4 +208,18 @@ class SlowAcdcReader(AcdcReader):
 
     def read(self, source):
         time.sleep(self.delay_s)
+        return super().read(source)
+
+
+class DyingAcdcReader(AcdcReader):
+    """An ACDC reader whose process dies (``os._exit``, no exception, no clean-up) on ``patient002``:
+    what a reader crashing in native code, or the out-of-memory killer, does to an ingest worker."""
+
+    name = "acdc-dying"
+
+    def read(self, source):
+        if source.subject_id == "patient002":
+            import os
+
+            os._exit(3)
         return super().read(source)

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
-from nifti_cohorts import oblique, save, truncate, write_acdc_patient, write_mnms2_subject
+from nifti_cohorts import long_axis_plane, oblique, save, short_axis, truncate, write_acdc_patient, write_mnms2_subject
 
 from cardiossl.datasets.readers import READERS, ReadError
-from cardiossl.datasets.readers.mnms2 import MnMs2Reader, base_first
+from cardiossl.datasets.readers.mnms2 import MnMs2Reader
 
-SA = oblique(origin=(-20.0, 15.0, 60.0), angles=(30.0, -50.0, 20.0), row_spacing=1.25,
-             col_spacing=1.6, step=10.0)
-LA = oblique(origin=(-60.0, 40.0, 110.0), angles=(-70.0, 25.0, 40.0), row_spacing=1.4,
-             col_spacing=1.15, step=7.0)
+SA = short_axis(origin=(-20.0, 15.0, 60.0), twist=40.0, row_spacing=1.25, col_spacing=1.6, step=10.0)
+SA_APEX_FIRST = short_axis(origin=(-20.0, 15.0, 60.0), twist=40.0, row_spacing=1.25, col_spacing=1.6,
+                           step=10.0, apex_first=True)
+LA = long_axis_plane(SA, angle=-20.0)
 
 
 def read(root, sid):
@@ -21,7 +21,7 @@ def read(root, sid):
 def cohort(tmp_path):
     root = tmp_path / "MnM2" / "dataset"
     t1 = write_mnms2_subject(root, 1, SA, LA, seed=1)
-    t2 = write_mnms2_subject(root, 2, SA, LA, apex_first=True, seed=2, cine=False, ed=0, es=2)
+    t2 = write_mnms2_subject(root, 2, SA_APEX_FIRST, LA, apex_first=True, seed=2, cine=False, ed=0, es=2)
     return tmp_path / "MnM2", t1, t2
 
 
@@ -51,7 +51,8 @@ def test_sa_and_4ch_planes_pixels_labels_and_cine_frames(cohort):
     assert len(sa) == 5 * nz and len(la) == 5
     assert rec.meta["ed_frame"] == 1 and rec.meta["es_frame"] == 3  # found in the cine by pixels
     assert rec.meta["la_ed_frame"] == 1 and rec.meta["la_es_frame"] == 3
-    assert rec.meta["sa_stack_order"] == "file order"
+    assert rec.meta["sa_order"].startswith("base to apex")
+    assert "projected into the long-axis plane" in rec.meta["sa_order"]
     for s in sa:
         k = s.slice_index
         np.testing.assert_array_equal(s.image, t["sa_frames"][s.frame][:, :, k].T.astype(np.float32))
@@ -71,37 +72,32 @@ def test_sa_and_4ch_planes_pixels_labels_and_cine_frames(cohort):
     assert not sa[0].plane.is_parallel(la[0].plane, tol_deg=20)
 
 
-def test_apex_first_files_are_stored_base_first_with_their_own_planes(cohort):
+def test_apex_first_files_are_stored_base_first_by_geometry(cohort):
     root, _, t = cohort
     rec = read(root, "002")
     nz = t["shape"][2]
-    assert rec.meta["sa_stack_order"] == "reversed file order"
+    assert rec.meta["sa_order"].startswith("base to apex")
     assert sorted({s.frame for s in rec.slices}) == [0, 1]  # no cine: ED = 0, ES = 1
     for s in (s for s in rec.slices if s.view == "sa"):
         k_file = nz - 1 - s.slice_index
         src = t["sa_frames"][t["ed"] if s.phase == "ed" else t["es"]]
         np.testing.assert_array_equal(s.image, src[:, :, k_file].T.astype(np.float32))
-        check_plane(s, SA, k_file)
+        check_plane(s, SA_APEX_FIRST, k_file)
     ed = [s for s in rec.slices if s.view == "sa" and s.phase == "ed"]
     areas = [int((s.label > 0).sum()) for s in sorted(ed, key=lambda s: s.slice_index)]
-    assert areas[0] > areas[-1]  # slice 0 is the (wide) base
+    assert areas[0] > areas[-1]  # slice 0 is the (wide) base: the geometry agreed with the anatomy
 
 
-def test_without_labels_the_stack_position_is_unknown(tmp_path):
-    write_mnms2_subject(tmp_path, 7, SA, LA, labels=False)
-    rec = read(tmp_path, "007")
-    sa = [s for s in rec.slices if s.view == "sa"]
-    assert rec.meta["sa_stack_order"] == "unknown"
-    assert all(np.isnan(s.stack_position) and s.label is None for s in sa)
-
-
-def test_base_first_from_labels():
-    lab = np.zeros((10, 10, 4), np.uint8)
-    for k, r in enumerate((4, 3, 2, 1)):
-        lab[5 - r : 5 + r, 5 - r : 5 + r, k] = 1
-    assert base_first(lab) is True
-    assert base_first(lab[:, :, ::-1]) is False
-    assert base_first(np.zeros((4, 4, 3), np.uint8)) is None
+def test_order_does_not_depend_on_labels(tmp_path):
+    """The same apex-first files with and without labels: the same order, from geometry alone."""
+    write_mnms2_subject(tmp_path / "a", 7, SA_APEX_FIRST, LA, apex_first=True, labels=False, seed=3)
+    write_mnms2_subject(tmp_path / "b", 7, SA_APEX_FIRST, LA, apex_first=True, labels=True, seed=3)
+    key = lambda r: [(s.slice_index, s.frame, s.stack_position, s.image.tobytes()) for s in r.slices if s.view == "sa"]  # noqa: E731
+    a, b = read(tmp_path / "a", "007"), read(tmp_path / "b", "007")
+    assert key(a) == key(b)
+    assert all(s.label is None for s in a.slices)
+    assert [s.stack_position for s in a.slices if s.view == "sa" and s.frame == 0] == pytest.approx(
+        [k / 5 for k in range(6)])
 
 
 def test_ed_volume_not_in_cine_is_refused(cohort):

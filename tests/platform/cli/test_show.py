@@ -60,3 +60,32 @@ def test_show_errors_name_the_problem(store, tmp_path, args, message):
     text = " ".join(res.output.replace("│", " ").split())  # the error box wraps long lines
     assert message in text
     assert not (tmp_path / "x.png").exists()
+
+
+def test_mnms2_like_subject_with_only_a_4ch_view_gets_targets_on_every_sa_slice(tmp_path):
+    """SA + 4ch only (all of M&Ms-2): boxes from the virtual-plane fallback, lines from the one trace."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "datasets" / "readers"))
+    from nifti_cohorts import long_axis_plane, short_axis, write_mnms2_subject
+
+    from cardiossl.datasets.ingest import ingest
+
+    sa = short_axis(origin=(-20.0, 15.0, 60.0), row_spacing=1.25, col_spacing=1.6, step=10.0)
+    la = long_axis_plane(sa, angle=-20.0, origin=tuple(sa.world(11, 13, 0)))
+    write_mnms2_subject(tmp_path / "mnms2", 1, sa, la, shape=(40, 44, 6), la_shape=(48, 40))
+    ingest(tmp_path / "mnms2", tmp_path / "store", layout="mnms2", workers=1, grid_size=64, spacing_mm=1.5,
+           progress=False)
+    for target in ("boxes", "lines"):
+        npz = tmp_path / f"{target}.npz"
+        res = runner.invoke(app, ["show", str(tmp_path / "store"), "--subject", "001", "--pretext", "position",
+                                  "--params", f"target={target}", "--out", str(tmp_path / f"{target}.png"),
+                                  "--npz", str(npz)])
+        assert res.exit_code == 0, res.output
+        assert "7 slices, 6 with a target" in res.output  # the 6 SA slices; the 4ch slice gets none
+        z = np.load(npz)
+        if target == "boxes":
+            assert np.isfinite(z["virtual_points"]).all() and z["target"].max() == 9
+        else:
+            assert z["target"].shape[1] == 3 and not z["target"][:, :2].any() and z["target"][:, 2].max() > 0.9

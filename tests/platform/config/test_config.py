@@ -128,6 +128,33 @@ def test_resolved_yaml_round_trips_to_the_same_hash(tmp_path):
     assert load_job_dict(base(), ["optim.lr=3e-4", "checkpoint.storage_path=/elsewhere"]).hash() == job.hash()
 
 
+@pytest.mark.parametrize("override", [
+    "loader.num_workers=3", "loader.prefetch_factor=5", "scaling.num_workers=4", "scaling.use_gpu=true",
+    "validation.every_steps=7", "validation.max_batches=3", "cohort.store=/moved/cohort.zarr", "name=other",
+    "mlflow.experiment=x", "checkpoint.every_steps=9", "train.compile=true",
+])
+def test_the_config_hash_ignores_how_and_where_a_run_goes(override):
+    """Defect 7: scaling, loader, validation and the store path were in the hash, so changing
+    ``loader.num_workers`` or moving the store prevented resuming."""
+    job = load_job_dict(base(), ["optim.lr=3e-4"])
+    other = load_job_dict(base(), ["optim.lr=3e-4", override])
+    assert other.hash() == job.hash() and other.hash("abc") == job.hash("abc")
+
+
+@pytest.mark.parametrize("override", [
+    "optim.lr=1e-3", "pretext.params.box_mm=11", "seed=1", "batch_size=7", "loader.block_size=8",
+    "cohort.split.seed=2", "cohort.views=[sa,4ch]", "train.precision=bf16", "steps=99",
+])
+def test_the_config_hash_covers_what_changes_the_model(override):
+    job = load_job_dict(base(), ["optim.lr=3e-4"])
+    assert load_job_dict(base(), ["optim.lr=3e-4", override]).hash() != job.hash()
+
+
+def test_the_config_hash_covers_the_data_snapshot():
+    job = load_job_dict(base(), [])
+    assert job.hash("a" * 64) != job.hash("b" * 64) != job.hash()
+
+
 def test_bad_yaml_and_bad_kind_are_clear(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text("kind: pretrain\ncohort: [unclosed\n")

@@ -72,12 +72,28 @@ def test_scratch_trial_reports_per_subject_metrics_and_saves(store, tmp_path):
     assert res.metrics["n_train_subjects"] == 2 and [h["step"] for h in res.history] == [2, 4]
     # the saved segmenter reloads to the same function, without pickles
     folder = save_segmenter(res.model(), res.spec, tmp_path / "seg")
-    assert not list(folder.glob("*.pt")) and (folder / "model.safetensors").is_file()
+    assert not list(folder.rglob("*.pt")) and not list(folder.rglob("*.pkl"))
+    assert (folder / "MLmodel").is_file() and (folder / "data" / "weights" / "model.safetensors").is_file()
     model, spec = load_segmenter_folder(folder)
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), res.model()(x))
     assert spec["image_size"] == 64 and spec["spacing_mm"] == 2.5
+
+
+def test_channels_last_trains_the_same_function(store, tmp_path):
+    """The memory format is a speed choice only: same losses, same validation Dice, same weights
+    (up to the rounding of another convolution algorithm), and the saved state is contiguous."""
+    kw = dict(steps=3, validation={"every_steps": 1}, augment={"enabled": False})
+    a = finetune(_job(store, tmp_path, channels_last=False, **kw), init=None)
+    b = finetune(_job(store, tmp_path, channels_last=True, **kw), init=None)
+    for ha, hb in zip(a.history, b.history, strict=True):
+        assert ha["seg_loss"] == pytest.approx(hb["seg_loss"], rel=1e-4)
+        assert ha["val_dice"] == pytest.approx(hb["val_dice"], abs=1e-3)
+    for k, v in a.state_dict.items():
+        assert b.state_dict[k].is_contiguous(), k
+        if v.is_floating_point():
+            assert torch.allclose(v, b.state_dict[k], rtol=1e-3, atol=1e-5), k
 
 
 def test_decoder_mode_leaves_the_encoder_bit_identical(store, tmp_path):

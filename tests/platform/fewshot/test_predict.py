@@ -68,11 +68,11 @@ def test_label_to_source_inverts_an_axis_aligned_grid():
 
 
 def test_nifti_stack_round_trip_keeps_affine_and_matches_true_volumes(subject, tmp_path):
-    from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+    from cardiossl.datasets.readers.nifti_export import write_export_subject
 
-    folder = write_ukbb_subject(subject, tmp_path)
+    folder = write_export_subject(subject, tmp_path)
     inp = read_sa_input(folder)
-    assert inp.kind == "nifti" and inp.ed_frame == 0 and inp.es_frame == subject.meta["es_frame"]
+    assert inp.kind == "cardiossl-nifti" and inp.ed_frame == 0 and inp.es_frame == subject.meta["es_frame"]
     labels = segment_input(inp, _oracle(subject), image_size=IMAGE_SIZE, spacing_mm=SPACING)
     out = write_labels(inp, labels, tmp_path / "out" / "labels.nii.gz")
     src = nib.load(str(folder / "sa.nii.gz"))
@@ -110,9 +110,9 @@ def test_nifti_stack_round_trip_keeps_affine_and_matches_true_volumes(subject, t
 
 
 def test_es_auto_picks_the_smallest_lv_frame(subject, tmp_path):
-    from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+    from cardiossl.datasets.readers.nifti_export import write_export_subject
 
-    folder = write_ukbb_subject(subject, tmp_path)
+    folder = write_export_subject(subject, tmp_path)
     inp = read_sa_input(folder / "sa.nii.gz")  # the file alone: no info.json, ED = frame 0
     assert inp.es_frame is None and inp.ed_frame == 0
     labels = segment_input(inp, _oracle(subject), image_size=IMAGE_SIZE, spacing_mm=SPACING)
@@ -179,7 +179,7 @@ def test_predict_command_with_a_registered_model(subject, tmp_path):
     from typer.testing import CliRunner
 
     from cardiossl.backbones import build_backbone
-    from cardiossl.datasets.readers.ukbb import write_ukbb_subject
+    from cardiossl.datasets.readers.nifti_export import write_export_subject
     from cardiossl.platform import tracking
     from cardiossl.platform.cli import app
     from cardiossl.platform.tracking import build_segmenter, register_segmenter, save_segmenter
@@ -192,7 +192,7 @@ def test_predict_command_with_a_registered_model(subject, tmp_path):
                                 tmp_path / "seg")
         tracking.MlflowTracker(run_id, uri).log_artifacts(str(folder), "segmenter")
         assert register_segmenter(uri, run_id, "segmenter", "seg-test", "champion") == "1"
-    sub = write_ukbb_subject(subject, tmp_path / "in")
+    sub = write_export_subject(subject, tmp_path / "in")
     res = CliRunner().invoke(app, ["predict", "--model", "models:/seg-test@champion", str(sub / "sa.nii.gz"),
                                    "--out", str(tmp_path / "pred"), "--tracking-uri", uri, "--ed", "0", "--es", "1"])
     assert res.exit_code == 0, res.output

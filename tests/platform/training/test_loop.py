@@ -14,7 +14,7 @@ from cardiossl.platform.training import (
     InjectedFault,
     LocalSession,
     LRSchedule,
-    MetricBuffer,
+    LiveMetrics,
     collate,
     run_pretraining,
     split_cohort,
@@ -65,7 +65,7 @@ def test_resume_from_checkpoint_continues_exactly(tiny_store, tmp_path, loader_w
     tracker = MemoryTracker()
     with pytest.raises(InjectedFault):
         run_pretraining(job, session, tracker)
-    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 7))  # only what a checkpoint covers
+    assert [s for s, _ in tracker.history("train/loss")] == list(range(1, 8))  # live: every step computed
     assert sorted(p.name for p in Path(session.run_dir).glob("checkpoint_*")) == [
         "checkpoint_00000003", "checkpoint_00000006"]
     res = run_pretraining(job, session, tracker)  # the marker file stops a second failure
@@ -137,15 +137,16 @@ def test_schedule_warmup_and_cosine_end():
     assert LRSchedule(100, 0, "constant")(99) == 1.0
 
 
-def test_metric_buffer_flush_skips_steps_already_logged():
-    buf = MetricBuffer()
-    for s in (1, 2, 3):
-        buf.add(s, {"train/loss": float(s)})
-    buf = MetricBuffer.from_json(buf.to_json())
+def test_live_metrics_skip_what_the_run_holds_per_key():
     t = MemoryTracker()
-    t.log_metrics({"train/loss": 1.0}, 1)
-    assert buf.flush(t, floor=t.last_step("train/loss")) == 3
-    assert [s for s, _ in t.history("train/loss")] == [1, 2, 3]
+    t.log_metrics({"train/loss": 1.0, "val/loss": 2.0}, 1)
+    t.log_metrics({"train/loss": 1.5}, 2)  # the failure came between train and val of step 2
+    live = LiveMetrics(t)  # a restarted group recomputes steps 1 and 2
+    assert live.log(1, {"train/loss": 9.0, "val/loss": 9.0}) == {}
+    assert live.log(2, {"train/loss": 9.0, "val/loss": 2.5}) == {"val/loss": 2.5}
+    assert live.log(3, {"train/loss": 3.0}) == {"train/loss": 3.0}
+    assert live.log(3, {"train/loss": 3.0}) == {}  # never twice
+    assert t.history("train/loss") == [(1, 1.0), (2, 1.5), (3, 3.0)] and t.history("val/loss") == [(1, 2.0), (2, 2.5)]
 
 
 def test_collate():
@@ -153,3 +154,79 @@ def test_collate():
                      {"a": np.ones((1, 2, 2), np.float32), "b": 2, "c": "y", "d": None, "e": float("nan")}])
     assert batch["a"].shape == (2, 1, 2, 2) and batch["b"].tolist() == [1, 2]
     assert batch["c"] == ["x", "y"] and "d" not in batch and batch["e"].dtype == torch.float64
+
+
+def test_a_pretext_that_refuses_every_slice_says_why(tiny_store, tmp_path):
+    """Corrected planes asked for on a store without geometry QC: a clear error, not an empty loader."""
+    job = job_for(tiny_store, tmp_path, **{"pretext.params.plane_correction": "qc"})
+    with pytest.raises(ValueError, match=r"none of the \d+ slices .* gets a target \(no QC estimate \(run cardiossl "
+                                         r"cohort qc\): \d+\).*cardiossl cohort info"):
+        run_pretraining(job, LocalSession(tmp_path / "run"), MemoryTracker())
+
+
+# ---- every rank reads the driver's snapshot, whatever is committed meanwhile -----------------------
+
+
+class _Rank(LocalSession):
+    def __init__(self, run_dir, rank: int, world: int = 2) -> None:
+        super().__init__(run_dir)
+        self.world_rank, self.world_size = rank, world
+
+
+def _growing_store(tiny_store, tmp_path):
+    import shutil
+
+    path = tmp_path / "cohort.zarr"
+    shutil.copytree(tiny_store, path)
+    return path
+
+
+def _ingest_more(path, n: int = 4):
+    from cardiossl.datasets.store import CohortStore
+    from cardiossl.datasets.synthetic import synth_subject
+
+    CohortStore(path).write_subjects([synth_subject(f"late{i:03d}", 7, n_frames=2, n_sub=1) for i in range(n)])
+
+
+def test_ranks_train_on_the_driver_snapshot_while_an_ingest_commits(tiny_store, tmp_path):
+    """Defect 1: each rank split the live store; an ingest between two ranks' starts gave them other
+    subject sets (in epochs mode other step totals: the collectives hang)."""
+    from cardiossl.datasets.store import CohortStore
+    from cardiossl.platform.training import prediction_figure
+
+    store = _growing_store(tiny_store, tmp_path)
+    job = job_for(store, tmp_path, "rotation", steps="null", epochs=1, batch_size=4)
+    snapshot = CohortStore(store).snapshot()  # the driver's, before any worker starts
+    splits = split_cohort(job, snapshot)
+    r0 = run_pretraining(job, _Rank(tmp_path / "r0", 0), MemoryTracker(), snapshot=snapshot, splits=splits)
+    _ingest_more(store)  # committed while the run is going on
+    r1 = run_pretraining(job, _Rank(tmp_path / "r1", 1), None, snapshot=snapshot, splits=splits)
+    assert r0.step == r1.step and r0.splits == r1.splits == splits
+    assert not any(s.startswith("late") for part in r1.splits.values() for s in part)
+    # what happened before: a rank that looked at the store itself saw other subjects and other totals
+    live = run_pretraining(job, _Rank(tmp_path / "r2", 1), None)
+    assert live.step != r1.step and any(s.startswith("late") for s in live.splits["train"] + live.splits["val"])
+    # the checkpoint records the snapshot and split; the figure draws the run's own validation subjects
+    import json
+
+    ckpt = sorted((tmp_path / "r0").glob("checkpoint_*"))[-1]  # rank 0 writes them
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["snapshot"]["content_hash"] == snapshot.content_hash and state["splits"] == splits
+    fig = prediction_figure(job, r1, 3)
+    titles = [ax.get_title().split()[0] for ax in fig.axes[::2]]
+    assert titles and set(titles) <= set(splits["val"])
+
+
+def test_resume_refuses_a_store_that_changed_unless_told(tiny_store, tmp_path):
+    store = _growing_store(tiny_store, tmp_path)
+    session = LocalSession(tmp_path / "run")
+    with pytest.raises(InjectedFault):  # a run that fails after its step-4 checkpoint
+        run_pretraining(job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2, "debug.fail_at_step": 5}),
+                        session, MemoryTracker())
+    _ingest_more(store, 2)
+    with pytest.raises(ValueError, match="store changed"):
+        run_pretraining(job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2}), session, MemoryTracker())
+    job = job_for(store, tmp_path, steps=6, **{"checkpoint.every_steps": 2, "checkpoint.allow_new_snapshot": "true"})
+    res = run_pretraining(job, session, MemoryTracker())
+    assert res.resumed_from == 4 and res.step == 6
+    assert any(s.startswith("late") for part in res.splits.values() for s in part)

@@ -52,16 +52,17 @@ Deciding the views (geometry first; SeriesDescription only as a hint)
    (e.g. a plane described as 2CH that misses the LV axis by centimetres is an RV two-chamber view,
    not a 2ch). With fewer than two long-axis candidates there is no LV axis, and a candidate takes
    its view from its description, or ``la``.
-6. **Base to apex**: the SA slices are ordered along the stack normal so that slice 0 is basal, using
-   the anatomical direction of the LV long axis, which points from base to apex towards the
-   patient's left, anterior and inferior, i.e. (+1, -1, -1)/sqrt(3) in LPS (the usual orientation of
-   the heart in the chest; the LA planes fix the axis but not its sign). ``stack_position`` is the
-   distance from the basal slice over the stack length (0 base .. 1 apex; 0.5 for a single slice).
+6. **Base to apex** (``cardiossl.datasets.stack_order``, the rule every reader shares): the LV long
+   axis is the common line of the LV planes found in step 3 (with none, the stack normal); it points
+   from base to apex towards the patient's left, anterior and inferior, (+1, -1, -1)/sqrt(3) in LPS
+   (the LA planes fix the axis but not its sign), and the SA slices are ordered along it so that
+   slice 0 is basal. ``stack_position`` is the distance from the basal slice over the stack length
+   (0 base .. 1 apex; 0.5 for a single slice). Labels play no part.
 
 Limits: the septal/anterior directions and the apex direction are anatomical priors in patient
-coordinates; they fail for dextrocardia or congenital hearts with unusual orientation (the apex
-direction is flagged ``uncertain`` in ``meta["sa_order"]`` when the stack normal is more than 72
-degrees away from it) and become less reliable when the heart is rotated by tens of degrees about its
+coordinates; they fail for dextrocardia or congenital hearts with unusual orientation (the order is
+flagged ``uncertain`` in ``meta["sa_order"]`` when the long axis is more than 72 degrees from the
+apex direction) and become less reliable when the heart is rotated by tens of degrees about its
 long axis, where a view-naming description decides only near-ties. Exams whose series have different
 FrameOfReferenceUIDs are read as one coordinate system (with a warning), since anonymisers often
 rewrite the UID per image. Enhanced (multi-frame) MR objects are read frame by frame from their

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ...geometry import GeometryError, Plane
+from ...stack_order import APEX_DIRECTION_LPS  # noqa: F401  (left, anterior, inferior; re-exported)
 from ..base import ReadError
 
 log = logging.getLogger(__name__)
 
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
-APEX_DIRECTION_LPS = np.array([1.0, -1.0, -1.0]) / np.sqrt(3.0)  # left, anterior, inferior
 SEPTAL_LPS = np.array([-1.0, 0.0, 0.0])  # patient right
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
 

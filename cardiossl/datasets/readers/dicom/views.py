@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...geometry import Plane, plane_intersection
+from ...stack_order import order_stack
 from .headers import ANTERIOR_LPS, APEX_DIRECTION_LPS, SEPTAL_LPS, DicomImage, description_hint
 
 PARALLEL_DEG = 10.0  # normals closer than this: the same orientation (one stack)
@@ -243,14 +244,8 @@ def decide_views(groups: list[PlaneGroup]) -> ViewDecision:
     normal = None
     if sa_cluster:
         normal = _stack_normal(sa_cluster)
-        cos = float(normal @ APEX_DIRECTION_LPS)
-        if abs(cos) < 0.3:
-            off = np.degrees(np.arccos(abs(cos)))
-            meta["sa_order"] = f"uncertain: stack normal is {off:.0f} deg from the apex direction"
-        else:
-            meta["sa_order"] = "base to apex along (+L, -P, -S) (anatomical apex direction)"
-        if cos < 0:
-            normal = -normal  # now points from base towards apex
+        if float(normal @ APEX_DIRECTION_LPS) < 0:
+            normal = -normal  # provisional; the final order comes from stack_order with the LV planes
         ordered = sorted(sa_cluster, key=lambda g: (float(g.plane.center(g.shape) @ normal), -g.series_number))
         for g in ordered:
             pos = float(g.plane.center(g.shape) @ normal)
@@ -262,13 +257,6 @@ def decide_views(groups: list[PlaneGroup]) -> ViewDecision:
                 skipped.append(f"{drop.name}: SA slice at the same position as {keep.name}; kept the later series")
                 continue
             sa.append(g)
-        pos = np.array([float(g.plane.center(g.shape) @ normal) for g in sa])
-        span = pos[-1] - pos[0]
-        for i, g in enumerate(sa):
-            g.view, g.slice_index = "sa", i
-            g.stack_position = float((pos[i] - pos[0]) / span) if span > 0 else 0.5
-            g.reason = "SA stack (largest set of parallel, distinct planes)"
-        meta["sa_normal_base_to_apex"] = [float(x) for x in normal]
 
     # --- long-axis candidates ----------------------------------------------------------------
     candidates: list[PlaneGroup] = []
@@ -295,6 +283,16 @@ def decide_views(groups: list[PlaneGroup]) -> ViewDecision:
             assigned = candidates
         else:
             assigned = _classify_long_axis(candidates, sa, normal, meta)
+    if sa:  # base to apex (stack_order): the axis from the LV planes where there are any
+        stack = order_stack([g.plane for g in sa], [g.shape for g in sa],
+                            [g.plane for g in assigned if g.view in ("2ch", "3ch", "4ch")])
+        sa = [sa[i] for i in stack.order]
+        if "lv_centres" in meta:
+            meta["lv_centres"] = [meta["lv_centres"][i] for i in stack.order]
+        for i, g in enumerate(sa):
+            g.view, g.slice_index, g.stack_position = "sa", i, stack.positions[i]
+            g.reason = "SA stack (largest set of parallel, distinct planes)"
+        meta.update(stack.meta())
     # unique slice_index per view for the non-SA views
     counters: dict[str, int] = {}
     for g in sorted(assigned, key=lambda g: (g.view, g.slice_index, g.series_number)):

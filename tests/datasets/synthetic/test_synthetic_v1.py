@@ -1,4 +1,5 @@
-"""The synthetic cohort's geometry is the geometry of a real exam, and its labels agree across views."""
+"""Version 1 of the synthetic cohort: ideal exam geometry, labels that agree across views, and the same
+arrays as before version 2 existed (old stores stay reproducible)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ SEED = 11
 
 @pytest.fixture(scope="module", params=[0, 7])
 def record(request):
-    return synth_subject(subject_id_for(request.param), SEED)
+    return synth_subject(subject_id_for(request.param), SEED, version=1)
 
 
 def _view(record, view, phase=None):
@@ -177,8 +178,8 @@ def test_es_cavity_smaller_and_wall_thicker(record):
 
 def test_truth_volumes_match_fine_integration_of_the_labels():
     index = 3
-    rec = synth_subject(subject_id_for(index), SEED, n_frames=2)
-    heart = synth_heart(SEED, index)
+    rec = synth_subject(subject_id_for(index), SEED, n_frames=2, version=1)
+    heart = synth_heart(SEED, index, version=1)
     h = 1.0
     lo, hi = heart.heart_box()
     hi = hi.copy()
@@ -207,10 +208,10 @@ def test_bright_blood_dark_myocardium(record):
 
 
 def test_deterministic_by_seed_and_subjects_differ():
-    a = synth_subject("synth00005", 3, n_frames=2)
-    b = synth_subject("synth00005", 3, n_frames=2)
-    c = synth_subject("synth00005", 4, n_frames=2)
-    d = synth_subject("synth00006", 3, n_frames=2)
+    a = synth_subject("synth00005", 3, n_frames=2, version=1)
+    b = synth_subject("synth00005", 3, n_frames=2, version=1)
+    c = synth_subject("synth00005", 4, n_frames=2, version=1)
+    d = synth_subject("synth00006", 3, n_frames=2, version=1)
     assert len(a.slices) == len(b.slices)
     for x, y in zip(a.slices, b.slices):
         assert np.array_equal(x.image, y.image)
@@ -230,14 +231,14 @@ def test_ids_indices_and_cine_timing():
     cs = [contraction(t, 8, 3) for t in range(8)]
     assert cs[0] == 0.0 and cs[3] == 1.0 and all(0.0 <= c <= 1.0 for c in cs)
     assert cs[1] < cs[2] and cs[4] > cs[7]
-    rec = synth_subject("synth00001", 0, n_frames=2)
+    rec = synth_subject("synth00001", 0, n_frames=2, version=1)
     assert {s.frame for s in rec.slices} == {0, 1}
 
 
 def test_labels_are_the_analytic_truth_at_the_slab_centre():
     index = 4
-    rec = synth_subject(subject_id_for(index), SEED, n_frames=2)
-    heart = synth_heart(SEED, index)
+    rec = synth_subject(subject_id_for(index), SEED, n_frames=2, version=1)
+    heart = synth_heart(SEED, index, version=1)
     for s in rec.slices:
         if s.label is None:
             continue
@@ -245,3 +246,32 @@ def test_labels_are_the_analytic_truth_at_the_slab_centre():
         truth = heart.labels_at(s.plane.pixel_to_world(rr, cc), {"ed": 0.0, "es": 1.0}[s.phase])
         # float32 rendering may move a pixel centre lying exactly on a surface; nothing more
         assert (truth.reshape(s.label.shape) != s.label).sum() <= 2, (s.view, s.slice_index, s.phase)
+
+
+def _digest(record) -> str:
+    """SHA-256 over every slice's view/index/frame/phase, image, plane and label, in a fixed order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in sorted(record.slices, key=lambda s: (s.view, s.slice_index, s.frame)):
+        h.update(f"{s.view}/{s.slice_index}/{s.frame}/{s.phase}".encode())
+        h.update(np.ascontiguousarray(s.image, np.float32).tobytes())
+        h.update(np.ascontiguousarray(s.plane.to_vector(), np.float64).tobytes())
+        if s.label is not None:
+            h.update(np.ascontiguousarray(s.label, np.uint8).tobytes())
+    return h.hexdigest()
+
+
+# recorded from the generator before version 2 existed (cardiossl/datasets/synthetic.py at d16d64c)
+V1_DIGESTS = {
+    ("synth00003", 7, 2, 1): "74d1b18b64e63f4d8b343e5d6c1f87c450310beda973c99ef678b40081061d81",
+    ("synth00011", 0, 4, 5): "0b6f06c947d1670d8a8dcc0e8e0ad5e72330595eac13c8e19937b7a6ea78eddf",
+}
+
+
+@pytest.mark.parametrize("key", sorted(V1_DIGESTS))
+def test_version_1_arrays_unchanged(key):
+    sid, seed, n_frames, n_sub = key
+    rec = synth_subject(sid, seed, n_frames=n_frames, n_sub=n_sub, version=1)
+    assert _digest(rec) == V1_DIGESTS[key]
+    assert rec.meta["synth_version"] == 1

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import Plane
-from .records import LA_VIEWS, SliceRecord, SubjectRecord
+from ..geometry import Plane
+from ..records import LA_VIEWS, SliceRecord, SubjectRecord
 
 # Tissue classes (painter's order inside each group does the rest).
 (
@@ -571,7 +571,7 @@ def intersection_dice(
     into the LA slice, and the two labels compared. A label absent from both gives NaN. This is the
     check that the stored planes are the planes the labels were drawn on.
     """
-    from .geometry import line_segment_in_image, trace_in_slice
+    from ..geometry import line_segment_in_image, trace_in_slice
 
     sa_lab, la_lab = [], []
     la = la_slice
