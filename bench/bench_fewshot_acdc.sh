@@ -7,7 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-acdc}"
-export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 unset RAY_ADDRESS
 BIN="${CARDIOSSL_BIN:-.venv/bin}"

@@ -116,9 +116,9 @@ def register(app: typer.Typer) -> None:
         with progress:
             task = progress.add_task("synth", total=len(todo))
             if ray_address is not None and todo:
-                from ...datasets.ingest import _ray_session
+                from ...datasets.ingest.schedulers import ray_session
 
-                with _ray_session(ray_address):
+                with ray_session(ray_address):
                     import ray
 
                     width = max(1, int(ray.cluster_resources().get("CPU", 1)))

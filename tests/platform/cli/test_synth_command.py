@@ -82,13 +82,12 @@ def test_version_flag_selects_the_population_and_bad_values_are_refused(tmp_path
 
 
 @pytest.mark.ray
-def test_ray_tasks_write_whole_parts_and_resume(tmp_path, ray_cluster, monkeypatch):
+def test_ray_tasks_write_whole_parts_and_resume(tmp_path, ray_cluster):
     import json
     import os
 
     from cardiossl.datasets.store import CohortStore
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     out = tmp_path / "store"
     args = ["--seed", "3", "--frames", "2", "--grid-size", "64", "--spacing-mm", "3", "--out", str(out)]
     first = _run("--subjects", "3", *args, "--ray-address", ray_cluster.gcs_address)
