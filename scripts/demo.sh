@@ -6,13 +6,14 @@
 #   submitted with `ray job submit` -> encoder registered in MLflow -> few-shot fine-tuning with 5
 #   labelled subjects, scratch vs position, each trained until its validation Dice stops improving ->
 #   convergence, Dice table and plots.
-# Everything lands under CARDIOSSL_HOME (default: runs/demo in this checkout); MLflow uses the
-# sqlite file there. Re-running reuses the cohort and the registered encoder.
+# Everything lands under CARDIOSSL_HOME (runs/demo in this checkout unless CARDIOSSL_HOME is set);
+# MLflow uses the sqlite file there. Re-running reuses the cohort and the registered encoder.
 set -euo pipefail
+# decided before env.sh, which would otherwise export the platform-wide default
+export CARDIOSSL_HOME="${CARDIOSSL_HOME:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/runs/demo}"
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$ROOT"
 
-export CARDIOSSL_HOME="${CARDIOSSL_HOME:-$ROOT/runs/demo}"
 export CARDIOSSL_COHORT="$CARDIOSSL_HOME/cohort.zarr"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$CARDIOSSL_HOME"
