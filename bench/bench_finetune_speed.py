@@ -12,7 +12,7 @@ Side by side in one run, on the same training slices (the N labelled subjects ``
   loss and optimiser, random flips and 90-degree rotations of in-memory tensors, no validation;
   as written (NCHW) and with the same channels-last layout as cardiossl.
 * ``plain-monai``: the same plain loop with MONAI's ``UNet`` (channels 16-256, strided convolutions,
-  one convolution per scale), the network of the plain script the issue compared with: reported
+  one convolution per scale), the network of a typical hand-written script: reported
   separately as the model difference (FLOPs per image and step time).
 
 Target: cardiossl step <= 1.2x the plain step of the same model, batch and image size. Every figure

@@ -9,7 +9,7 @@ generator's meta) and measures, per subject:
 * the distance from the 2Ch x 4Ch crossing to the LV-cavity centroid in each SA slice (median per
   subject) and its drift along the stack (slope of the crossing-minus-centroid vector, mm per slice).
 
-Real values for comparison (issue 12): a real M&Ms-2 exam, LV axis 3.6 deg off the SA normal and
+Real values for comparison: a real M&Ms-2 exam, LV axis 3.6 deg off the SA normal and
 LV centroids 4.1 mm off the LA planes; the bivme exam in ../shared/data/real, the 4Ch plane 4.2 mm off
 the axis and the crossing drifting ~2.5 mm per slice; two UK Biobank subjects, median
 crossing-to-centroid 3.3 mm and 14.9 mm.
