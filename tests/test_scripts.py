@@ -77,3 +77,20 @@ def test_demo_headings_carry_no_colour_codes_in_a_log(tmp_path):
     log = tmp_path / "demo.log"
     subprocess.run(["bash", "-c", block + 'step "1/5 synthetic cohort" > ' + str(log)], check=True, timeout=30)
     assert log.read_text() == "\n== 1/5 synthetic cohort\n"
+
+
+def test_the_demo_keeps_its_own_home_unless_one_is_set(tmp_path):
+    """scripts/demo.sh decides CARDIOSSL_HOME before env.sh exports the platform default, so its outputs
+    go to runs/demo in the checkout; a CARDIOSSL_HOME the user set wins."""
+    text = (REPO / "scripts" / "demo.sh").read_text()
+    head = text[:text.index("cd \"$ROOT\"")]  # strict mode, the home, env.sh
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDIOSSL_", "RAY_"))}
+    env.update(CARDIOSSL_VENV=str(fake_venv(tmp_path)), HOME=str(tmp_path), RAY_AUTH_TOKEN_PATH=str(tmp_path / "t"))
+    script = REPO / "scripts" / "demo-head.sh"
+    probe = head + 'echo "home=$CARDIOSSL_HOME"\n'
+    for given, expected in ((None, REPO / "runs" / "demo"), (str(tmp_path / "mine"), tmp_path / "mine")):
+        run_env = dict(env, **({"CARDIOSSL_HOME": given} if given else {}))
+        out = subprocess.run(["bash", "-c", probe.replace('"${BASH_SOURCE[0]}"', f'"{script}"')], env=run_env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"home={expected}" in out.stdout, out.stdout + out.stderr
