@@ -79,13 +79,6 @@ def _write_record(storage_path: str, run_name: str, record: dict) -> None:
         f.write(json.dumps(record, indent=1).encode())
 
 
-def cohort_fingerprint(store: str, snapshot=None) -> dict:
-    """The fingerprint of the store's data (of ``snapshot``, else as it is now): the stored one when
-    it is current, else computed. Never written here: the store may be shared and read-only."""
-    st = open_store(store)
-    return dict(st.current_fingerprint(snapshot)[0])
-
-
 def pretrain_identity(job: PretrainJob, snapshot=None) -> dict[str, str]:
     """The tags that identify a pretrained model: the config hash (with the data) and the cohort's
     content hash. ``snapshot``: the cohort as the run read it (default: the store as it is now)."""
