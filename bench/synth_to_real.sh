@@ -6,31 +6,43 @@
 #
 # One store holds both: the synthetic cohort on the store grid, then the real cases ingested into it
 # (same grid, same normalisation); a split file puts every real subject in `test`, 4 synthetic subjects
-# in `val` (early stopping) and the other synthetic subjects in `train`. Test scores are on the real
-# cases' own pixels (the evaluation re-reads them from where they were ingested).
+# in `val` (early stopping) and the other synthetic subjects in `train`. No real label is used for
+# training or for choosing the model. Test scores are on the real cases' own pixels (the evaluation
+# re-reads them from where they were ingested).
+#
+# Training randomises what a real cohort may do differently (domain randomisation): any in-plane
+# orientation (ACDC's files carry no scanner orientation), and the label-free appearance steps
+# (`augment.appearance`: contrast remap, bias field, blur, z-score scale and shift); with
+# RANDOM_CONTRAST > 0 that share of the synthetic subjects is drawn with SynthSeg-style random tissue
+# intensities. DR=0 trains with the job's own augmentation instead (the figures without it).
 #
 # Usage: bench/synth_to_real.sh [--set KEY=VALUE ...]      (extra arguments: finetune overrides)
 #        VERSION=1 bench/synth_to_real.sh                  the same with the version-1 cohort
-# Environment: VERSION (2), SUBJECTS (40), GRID (128), SPACING (1.5), REAL (../shared/data/real),
-# CARDIOSSL_HOME (/tmp/cardiossl-synth2real-v$VERSION).
+# Environment: VERSION (2), SUBJECTS (80), RANDOM_CONTRAST (0.5; 0 for version 1), DR (1), GRID (128), SPACING (1.5),
+# REAL (../shared/data/real), CARDIOSSL_HOME (/tmp/cardiossl-synth2real-v$VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION="${VERSION:-2}"
-SUBJECTS="${SUBJECTS:-40}"
+SUBJECTS="${SUBJECTS:-80}"
+RANDOM_CONTRAST="${RANDOM_CONTRAST:-$([ "$VERSION" = 1 ] && echo 0 || echo 0.5)}"  # version 1 has one appearance
+DR="${DR:-1}"
 GRID="${GRID:-128}"
 SPACING="${SPACING:-1.5}"
 REAL="${REAL:-../shared/data/real}"
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-synth2real-v$VERSION}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 BIN="${CARDIOSSL_BIN:-.venv/bin}"
-STORE="$CARDIOSSL_HOME/synth-v$VERSION-plus-real-$GRID.zarr"
-SPLIT="$CARDIOSSL_HOME/split-synth-train-real-test.json"
+TAG="synth-v$VERSION-n$SUBJECTS-rc$RANDOM_CONTRAST"
+STORE="$CARDIOSSL_HOME/$TAG-plus-real-$GRID.zarr"
+SPLIT="$CARDIOSSL_HOME/split-$TAG-train-real-test.json"
+RANDOMISE=()
+[ "$DR" = 0 ] || RANDOMISE=(--set augment.spatial.rotation_deg=180 --set "augment.appearance={}")
 [ -d "$REAL/acdc-dev" ] || { echo "no real cases at $REAL (set REAL=...)" >&2; exit 2; }
 mkdir -p "$CARDIOSSL_HOME"
 start=$(date +%s)
 
 "$BIN/cardiossl" synth --version "$VERSION" --subjects "$SUBJECTS" --seed 0 --frames 2 --grid-size "$GRID" \
-    --spacing-mm "$SPACING" --workers "${WORKERS:-2}" --out "$STORE" -q
+    --spacing-mm "$SPACING" --random-contrast "$RANDOM_CONTRAST" --workers "${WORKERS:-2}" --out "$STORE" -q
 "$BIN/cardiossl" ingest "$REAL/acdc-dev" --out "$STORE" --layout acdc -q
 if [ -d "$REAL/sunnybrook-SCD0000101" ]; then
     "$BIN/cardiossl" ingest "$REAL/sunnybrook-SCD0000101" --out "$STORE" --layout sunnybrook -q
@@ -53,7 +65,8 @@ EOF
 
 "$BIN/cardiossl" finetune jobs/finetune_fewshot.yaml --no-progress --no-register \
     --set "cohort.store=$STORE" --set "cohort.split.file=$SPLIT" --set n_train=all \
-    --set "image_size=$GRID" --set mlflow.experiment=synth-to-real --set name=synth-to-real "$@"
+    --set "image_size=$GRID" --set mlflow.experiment=synth-to-real --set "name=synth-to-real-$TAG-dr$DR" \
+    "${RANDOMISE[@]}" "$@"
 
 "$BIN/python" - "$CARDIOSSL_HOME" <<'EOF'
 """Per-cohort test Dice of the newest synth-to-real run (per subject, from its evaluation CSV)."""

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_VERSION",
     "VERSIONS",
     "check_population",
+    "check_random_contrast",
     "check_version",
     "contraction",
     "es_frame_for",
@@ -69,6 +70,15 @@ def check_population(population: dict | None, version: int = DEFAULT_VERSION) ->
     normalise_population(population)
 
 
+def check_random_contrast(fraction, version: int = DEFAULT_VERSION) -> None:
+    """ValueError naming the problem when ``fraction`` is not a share in [0, 1] ``version`` can draw."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= float(fraction) <= 1.0:
+        raise ValueError(f"random contrast is the share of subjects with random tissue intensities, a number "
+                         f"in [0, 1]; got {fraction!r}")
+    if fraction > 0 and check_version(version) == 1:
+        raise ValueError("version 1 has one appearance; random contrast needs version 2 or later")
+
+
 def synth_heart(seed: int, index: int, *, version: int = DEFAULT_VERSION, population: dict | None = None):
     """The anatomy of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``)."""
     version = check_version(version)
@@ -87,6 +97,7 @@ def synth_subject(
     n_sub: int = 5,
     version: int = DEFAULT_VERSION,
     population: dict | None = None,
+    random_contrast: float = 0.0,
 ) -> SubjectRecord:
     """One synthetic subject: SA stack + 2ch/3ch/4ch LA cine slices, labels at ED and ES.
 
@@ -94,9 +105,12 @@ def synth_subject(
     from population ``version``; ``n_sub`` (odd) sub-planes are averaged across each slab. The
     version's module documents its draws and its ``meta``; every version records
     ``meta["synth_version"]``. ``population`` (version 2 on) sets the group proportions.
+    ``random_contrast`` (version 2 on, 0-1): the share of subjects drawn with SynthSeg-style random
+    tissue intensities (``appearance``), for training segmenters meant for other scanners.
     """
     version = check_version(version)
     check_population(population, version)
+    check_random_contrast(random_contrast, version)
     if version == 1:
         record = v1.synth_subject(subject_id, seed, n_frames=n_frames, index=index, n_sub=n_sub)
         record.meta["synth_version"] = 1
@@ -105,4 +119,5 @@ def synth_subject(
         raise ValueError(f"n_sub must be a positive odd number, got {n_sub}")
     es_frame_for(n_frames)  # refuses fewer than 2 frames
     idx = subject_index(subject_id) if index is None else int(index)
-    return v2.synth_subject(subject_id, seed, idx, n_frames=n_frames, n_sub=n_sub, population=population)
+    return v2.synth_subject(subject_id, seed, idx, n_frames=n_frames, n_sub=n_sub, population=population,
+                            random_contrast=random_contrast)

@@ -18,6 +18,13 @@ but kept inside what balanced SSFP cine looks like, so the images stay plausible
 * acquisition blur (acquired resolution coarser than the reconstructed pixels), Rician magnitude
   noise (Gudbjartsson & Patz, MRM 1995) at a blood SNR of 25-90 (x1.4 at 3 T), a circular field
   of view on GE-like images, and whole-number pixel values as scanners store them.
+
+Randomised contrast (``contrast_rng`` given; ``cardiossl synth --random-contrast``) replaces the
+vendor table by SynthSeg's rule: every tissue class draws its own intensity, uniform in [0, 1] of
+the brightest (air stays dark), so blood, myocardium, fat and lung can take any order. Images stop
+looking like bSSFP; a segmenter trained on them cannot lean on one contrast (the fat ring around
+the heart, bright blood) and must learn shape, which is what transfers to scans it has not seen.
+Everything else (texture, shading, bands, flow, noise) stays as drawn for the site.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ class Appearance:
     """One subject's image model; draws from ``rng``, site facts from the acquisition meta."""
 
     def __init__(self, rng: np.random.Generator, vendor: str, field_t: float, pe: str, circle: bool,
-                 heart, body_centre: np.ndarray, body_semi: tuple[float, float]) -> None:
+                 heart, body_centre: np.ndarray, body_semi: tuple[float, float],
+                 contrast_rng: np.random.Generator | None = None) -> None:
         u = rng.uniform
         v = VENDORS[vendor]
         self.vendor, self.field_t, self.pe, self.circle = vendor, field_t, pe, circle
@@ -72,6 +80,10 @@ class Appearance:
         lut[T.LV_TRAB] = myo * u(1.1, 1.8)
         lut[T.ATRIUM] = u(0.85, 1.0)
         lut[T.AORTA] = u(0.85, 1.05)
+        self.randomised = contrast_rng is not None
+        if self.randomised:  # SynthSeg-style: an independent intensity per tissue class
+            lut[1:] = contrast_rng.uniform(0.0, 1.0, size=T.N_CLASSES - 1)
+            lut /= lut.max()
         self.scale = float(u(150.0, 1200.0))
         self.lut = lut
         self.tex = np.zeros(T.N_CLASSES, dtype=np.float32)
@@ -195,7 +207,7 @@ class Appearance:
         return np.rint(img).astype(np.float32)
 
     def meta(self) -> dict:
-        return {
+        out = {
             "vendor": self.vendor,
             "contrast": {"myocardium": float(self.lut[T.LV_MYO]), "fat": float(self.lut[T.SUBCUT_FAT]),
                          "liver": float(self.lut[T.LIVER]), "lung": float(self.lut[T.LUNG])},
@@ -209,3 +221,7 @@ class Appearance:
             "phase_encoding": self.pe,
             "circular_fov": bool(self.circle),
         }
+        if self.randomised:  # only then: the meta of site-contrast subjects stays as it always was
+            out["contrast_mode"] = "randomised"
+            out["contrast"]["table"] = {name: float(v) for name, v in zip(T.NAMES, self.lut)}
+        return out

@@ -30,6 +30,7 @@ def write_batch(
     out: str | os.PathLike,
     fmt: str,
     population: dict | None = None,
+    random_contrast: float = 0.0,
     on_subject=None,
 ) -> list[str]:
     """Generate subjects ``indices`` and write them to ``out`` (``fmt`` zarr or nifti); their ids.
@@ -43,7 +44,8 @@ def write_batch(
     for i in indices:
         sid = subject_id_for(i, n_subjects)
         records.append(
-            synth_subject(sid, seed, n_frames=n_frames, index=i, version=version, population=population)
+            synth_subject(sid, seed, n_frames=n_frames, index=i, version=version, population=population,
+                          random_contrast=random_contrast)
         )
         if on_subject is not None:
             on_subject()

@@ -11,7 +11,8 @@ import zlib
 
 import numpy as np
 
-COMPONENTS = ("population", "anatomy", "torso", "site", "planning", "breath", "appearance", "texture", "noise")
+COMPONENTS = ("population", "anatomy", "torso", "site", "planning", "breath", "appearance", "texture", "noise",
+              "contrast")
 
 
 def stream(seed: int, index: int, component: str, version: int = 2) -> np.random.Generator:

@@ -54,8 +54,13 @@ def synth_subject(
     n_frames: int,
     n_sub: int,
     population: dict | None = None,
+    random_contrast: float = 0.0,
 ) -> SubjectRecord:
-    """One version-2 subject (see ``cardiossl.datasets.synthetic.synth_subject``)."""
+    """One version-2 subject (see ``cardiossl.datasets.synthetic.synth_subject``).
+
+    ``random_contrast``: the probability that this subject's tissue intensities are drawn at random
+    (``appearance``); the decision and the draws come from their own stream, so every other draw, and
+    a subject that is not randomised, is exactly what it is without the option."""
     es_frame = es_frame_for(n_frames)
     proportions = normalise_population(population)
     heart = synth_heart(seed, index, population)
@@ -63,8 +68,13 @@ def synth_subject(
     site_name = draw_site(stream(seed, index, "site"))
     site = SITES[site_name]
     plans, acq = plan_exam(heart, site_name, stream(seed, index, "planning"), stream(seed, index, "breath"), torso.c)
+    contrast_rng = None
+    if random_contrast > 0:
+        contrast_rng = stream(seed, index, "contrast")
+        if contrast_rng.random() >= random_contrast:
+            contrast_rng = None
     look = Appearance(stream(seed, index, "appearance"), site["vendor"], site["field_t"], site["pe"],
-                      site["circle"], heart, torso.c, (torso.bx, torso.by))
+                      site["circle"], heart, torso.c, (torso.bx, torso.by), contrast_rng)
     noise_rng, texture_rng = stream(seed, index, "noise"), stream(seed, index, "texture")
     cs = [contraction(t, n_frames, es_frame) for t in range(n_frames)]
     phases = {0: "ed", es_frame: "es"}

@@ -44,6 +44,10 @@ def register(app: typer.Typer) -> None:
         groups: str = typer.Option(
             None, "--groups", help="Group weights, e.g. NOR=2,DCM=1,HCM=1,MINF=1,RV=1 (version 2; default: equal)."
         ),
+        random_contrast: float = typer.Option(
+            0.0, "--random-contrast", help="Share of subjects (0-1) with SynthSeg-style random tissue intensities, "
+            "for segmenters meant for other scanners (version 2; default 0: every subject looks like its site)."
+        ),
         grid_size: int = typer.Option(128, "--grid-size", help="Store grid, pixels per side (zarr)."),
         spacing_mm: float = typer.Option(1.5, "--spacing-mm", help="Store grid pixel spacing in mm (zarr)."),
         workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel generator processes."),
@@ -63,7 +67,13 @@ def register(app: typer.Typer) -> None:
             TimeRemainingColumn,
         )
 
-        from ...datasets.synthetic import DEFAULT_VERSION, check_population, check_version, subject_id_for
+        from ...datasets.synthetic import (
+            DEFAULT_VERSION,
+            check_population,
+            check_random_contrast,
+            check_version,
+            subject_id_for,
+        )
         from ...datasets.synthetic.cohort import MAX_BATCH, batch_size_for, write_batch
 
         from .paths import announce
@@ -80,6 +90,7 @@ def register(app: typer.Typer) -> None:
             version = check_version(DEFAULT_VERSION if version is None else version)
             population = _parse_groups(groups)
             check_population(population, version)
+            check_random_contrast(random_contrast, version)
         except ValueError as exc:
             fail(str(exc))
         announce("a synthetic cohort store" if fmt == "zarr" else "synthetic NIfTI subjects", out)
@@ -101,7 +112,7 @@ def register(app: typer.Typer) -> None:
             present = {sid for sid in ids if (out / sid).is_dir()}
         todo = [i for i, sid in enumerate(ids) if sid not in present]
         kwargs = dict(seed=seed, n_subjects=subjects, n_frames=frames, version=version, out=str(out.resolve()), fmt=fmt,
-                      population=population)
+                      population=population, random_contrast=random_contrast)
 
         start = time.perf_counter()
         progress = Progress(
@@ -149,7 +160,8 @@ def register(app: typer.Typer) -> None:
             store.update_fingerprint()  # as `cardiossl ingest` does: the study keys encoders by it
         elapsed = time.perf_counter() - start
         per = elapsed / len(todo) if todo else 0.0
+        what = f"{fmt}, version {version}" + (f", random contrast {random_contrast:g}" if random_contrast else "")
         typer.echo(
-            f"wrote {len(todo)} subjects ({len(present & set(ids))} already present) to {out} [{fmt}, version "
-            f"{version}] in {elapsed:.1f} s ({per:.2f} s/subject, {where})"
+            f"wrote {len(todo)} subjects ({len(present & set(ids))} already present) to {out} [{what}] in "
+            f"{elapsed:.1f} s ({per:.2f} s/subject, {where})"
         )

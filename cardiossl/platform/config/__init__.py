@@ -17,7 +17,7 @@ section models; a third-party package registers its kinds through the entry-poin
 ``cardiossl.jobs``.
 """
 
-from .augment import AugmentConfig, IntensityAugment, SpatialAugment
+from .augment import AppearanceAugment, AugmentConfig, IntensityAugment, SpatialAugment
 from .base import ConfigError, StrictModel, is_uri
 from .benchmark import (
     MODES,
@@ -53,6 +53,7 @@ __all__ = [
     "OptimConfig",
     "ScheduleConfig",
     "IntensityAugment",
+    "AppearanceAugment",
     "SpatialAugment",
     "AugmentConfig",
     "ScalingSpec",

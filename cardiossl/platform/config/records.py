@@ -26,6 +26,19 @@ NOT_IN_HASH = (
 )
 
 
+# Options added after jobs were hashed: left out of the hash while unset, so a job that does not use
+# one keeps the hash (and its cached trials, resumable runs and model lineage) it had before.
+HASHED_ONLY_WHEN_SET = ("augment.appearance",)
+
+
+def _get(data: dict, dotted: str, default=None):
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return default
+        data = data[key]
+    return data
+
+
 def _drop(data: dict, dotted: str) -> None:
     head, _, rest = dotted.partition(".")
     if head not in data:
@@ -47,6 +60,9 @@ def config_hash(job: BaseModel, snapshot_hash: str | None = None, exclude: tuple
     data = job.model_dump(mode="json")
     for dotted in exclude if exclude is not None else getattr(job, "NOT_IN_HASH", NOT_IN_HASH):
         _drop(data, dotted)
+    for dotted in HASHED_ONLY_WHEN_SET:
+        if _get(data, dotted, default=0) is None:
+            _drop(data, dotted)
     if snapshot_hash is not None:
         data["__snapshot__"] = snapshot_hash
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

@@ -8,7 +8,10 @@ targets from the plane the network actually sees, so a rotated image gets rotate
 construction. The same step crops or pads to ``image_size`` at the store's spacing.
 
 Intensity augmentation (gamma, contrast, Gaussian noise) follows the usual CMR recipe
-(nnU-Net, Isensee et al. 2021). Every random draw comes from the ``rng`` the dataset passes in,
+(nnU-Net, Isensee et al. 2021). Appearance randomisation (``augment.appearance``: a random monotone
+contrast remap, a smooth bias field, blur, a scale and shift of the z-score) is for training on one cohort and testing on another,
+e.g. on synthetic subjects only: the label-free counterpart of SynthSeg's domain randomisation
+(Billot et al., MedIA 2023). Every random draw comes from the ``rng`` the dataset passes in,
 seeded from (seed, epoch, rank, index), so a resumed run sees the same samples.
 """
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from cardiossl.datasets.geometry import Plane
 
-from ..config import AugmentConfig, IntensityAugment, SpatialAugment
+from ..config import AppearanceAugment, AugmentConfig, IntensityAugment, SpatialAugment
 
 
 def perturbed_plane(
@@ -144,9 +147,97 @@ class IntensityDraw:
                          0.0 if draw.noise_std is None else draw.noise_std], dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class AppearanceDraw:
+    """One sample's appearance randomisation (None: that step is not applied).
+
+    ``remap``: the intensities the control points at ``linspace(0, 1, n)`` of the sample's own range
+    map to (increasing, from 0 to 1); ``bias``: the degree-3 polynomial's 10 coefficients, scaled so
+    the largest log gain over the image is ``bias_gain``; ``blur``: Gaussian sigma in pixels;
+    ``brightness`` and ``offset``: ``x * brightness + offset * std`` on the normalised image."""
+
+    remap: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    bias_gain: float = 0.0
+    blur: float | None = None
+    brightness: float | None = None
+    offset: float | None = None
+
+
+def draw_appearance(cfg: AppearanceAugment | None, rng: np.random.Generator) -> AppearanceDraw | None:
+    """The appearance draws of one sample, or None when nothing is drawn (``cfg`` None or p = 0)."""
+    if cfg is None or cfg.p <= 0:
+        return None
+    remap = bias = blur = brightness = offset = None
+    gain = 0.0
+    if cfg.remap_points is not None and rng.random() < cfg.p:
+        n = cfg.remap_points
+        ref = np.linspace(0.0, 1.0, n)
+        remap = ref.copy()
+        for i in range(1, n - 1):  # each point between its new left neighbour and its old right one
+            remap[i] = rng.uniform(remap[i - 1], ref[i + 1])
+    if cfg.bias_field is not None and rng.random() < cfg.p:
+        bias = rng.uniform(-1.0, 1.0, size=10)
+        gain = float(rng.uniform(0.25, 1.0) * cfg.bias_field)
+    if cfg.blur_sigma_px is not None and rng.random() < cfg.p:
+        blur = float(rng.uniform(*cfg.blur_sigma_px))
+    if cfg.brightness is not None and rng.random() < cfg.p:
+        lo, hi = cfg.brightness
+        brightness = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    if cfg.offset is not None and rng.random() < cfg.p:
+        offset = float(rng.uniform(-cfg.offset, cfg.offset))
+    if all(v is None for v in (remap, bias, blur, brightness, offset)):
+        return None
+    return AppearanceDraw(remap, bias, gain, blur, brightness, offset)
+
+
+def _log_bias(coef: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """sum c_ij x^i y^j over i + j <= 3 on [-1, 1]^2, scaled to a largest magnitude of 1."""
+    y = np.linspace(-1.0, 1.0, shape[0])[:, None]
+    x = np.linspace(-1.0, 1.0, shape[1])[None, :]
+    terms = [x**i * y**j for i in range(4) for j in range(4 - i)]
+    field = sum(c * t for c, t in zip(coef, terms))
+    top = float(np.abs(field).max())
+    return field / top if top > 0 else field
+
+
+def apply_appearance(sample: dict, draw: AppearanceDraw | None) -> dict:
+    """Remap, shade and blur each channel in its own [min, max] range and restore its mean and std
+    (the z-scored scale the network is given, as the gamma step does); then scale and shift it."""
+    if draw is None:
+        return sample
+    from scipy.ndimage import gaussian_filter
+
+    img = np.asarray(sample["image"], dtype=np.float32)
+    out_ch = []
+    for ch in img:
+        lo, hi = float(ch.min()), float(ch.max())
+        if hi <= lo:
+            out_ch.append(ch)
+            continue
+        mean, std = float(ch.mean()), float(ch.std())
+        x = (ch - lo) * (1.0 / (hi - lo))
+        if draw.remap is not None:
+            x = np.interp(x, np.linspace(0.0, 1.0, len(draw.remap)), draw.remap).astype(np.float32)
+        if draw.bias is not None:
+            x = x * np.exp(draw.bias_gain * _log_bias(draw.bias, x.shape)).astype(np.float32)
+        if draw.blur is not None and draw.blur > 0:
+            x = gaussian_filter(x, draw.blur, mode="nearest")
+        xs = float(x.std())
+        y = (x - float(x.mean())) * (std / xs if xs > 0 else 1.0) + mean
+        if draw.brightness is not None:
+            y = y * draw.brightness
+        if draw.offset is not None:
+            y = y + draw.offset * std
+        out_ch.append(y)
+    out = dict(sample)
+    out["image"] = np.stack(out_ch).astype(np.float32)
+    return out
+
+
 @dataclass
 class Augment:
-    """``transform(sample, rng) -> sample``: spatial (plane-exact) then intensity.
+    """``transform(sample, rng) -> sample``: spatial (plane-exact), appearance (when set), intensity.
 
     The random draws (``draw_plane``, ``draw_intensity``) are separate from their application, so
     ``augment.on: device`` (``augment_device``) draws exactly what this class draws and applies it
@@ -156,16 +247,21 @@ class Augment:
     spatial: SpatialAugment | None = None
     intensity: IntensityAugment | None = None
     labels: bool = True  # False: drop "label" instead of resampling it (pretexts do not read it)
+    appearance: AppearanceAugment | None = None
 
     @classmethod
     def from_config(cls, cfg: AugmentConfig | None, image_size: int, labels: bool = True) -> Augment:
         if cfg is None or not cfg.enabled:
             return cls(image_size, labels=labels)
-        return cls(image_size, cfg.spatial, cfg.intensity, labels)
+        return cls(image_size, cfg.spatial, cfg.intensity, labels, cfg.appearance)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        """Spatial, then appearance, then intensity (noise last). The appearance draws come after the
+        intensity draws, and only when configured, so a job without it draws what it always drew."""
         sample = self.spatial_step(sample, rng)
-        return self.intensity_step(sample, rng)
+        draw = self.draw_intensity(rng)
+        sample = apply_appearance(sample, draw_appearance(self.appearance, rng))
+        return self.apply_intensity(sample, draw, rng)
 
     def draw_plane(self, sample: dict, rng: np.random.Generator) -> Plane | None:
         """The perturbed plane of the ``image_size`` output (rotation about the normal, zoom,
@@ -199,8 +295,9 @@ class Augment:
         sd = float(rng.uniform(*a.noise_std)) if a.noise_std is not None and a.noise_std[1] > 0 else None
         return IntensityDraw(g, c, sd)
 
-    def intensity_step(self, sample: dict, rng: np.random.Generator) -> dict:
-        draw = self.draw_intensity(rng)
+    @staticmethod
+    def apply_intensity(sample: dict, draw: IntensityDraw | None, rng: np.random.Generator) -> dict:
+        """Gamma (keeping mean and std), contrast, then noise drawn from ``rng``."""
         if draw is None:
             return sample
         img = np.asarray(sample["image"], dtype=np.float32).copy()

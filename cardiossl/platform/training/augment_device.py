@@ -129,7 +129,7 @@ class DeviceAugment:
 
 def intensity_on_device(img: torch.Tensor, draws: torch.Tensor, generator: torch.Generator | None,
                         noise: bool = True) -> torch.Tensor:
-    """``Augment.intensity_step`` over a batch: gamma (keeping mean and std), contrast, noise; draws
+    """``Augment.apply_intensity`` over a batch: gamma (keeping mean and std), contrast, noise; draws
     [B, 4] as ``IntensityDraw.to_vector`` writes them. No value is read back to the host."""
     on, gamma, contrast, sd = (draws[:, k].reshape(-1, 1, 1, 1) for k in range(4))
     dims = (1, 2, 3)

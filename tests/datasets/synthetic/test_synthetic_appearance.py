@@ -70,3 +70,24 @@ def test_contrast_and_noise_by_vendor():
     look, _, _ = _look(0)
     img = look.finish(np.zeros((32, 32), np.float32), np.zeros((32, 32), np.float32), np.random.default_rng(1))
     assert img.min() >= 0 and img.mean() > 0  # Rician: noise never cancels to negative values
+
+
+def test_randomised_contrast_draws_every_tissue_from_its_own_stream():
+    """SynthSeg-style contrast: every tissue class but air takes an independent intensity in [0, 1]
+    (tissue orders vary between subjects), from ``contrast_rng`` only, so the site's other draws
+    (noise, coils, bands) are what they are without it."""
+    heart = Heart(np.random.default_rng([0, 2]), draw_phenotype(np.random.default_rng([0, 1]), "NOR"))
+    torso = Torso(np.random.default_rng([0, 3]), heart)
+    args = ("siemens", 1.5, "rows", False, heart, torso.c, (torso.bx, torso.by))
+    site = Appearance(np.random.default_rng([0, 4]), *args)
+    blood_brighter = []
+    for k in range(12):
+        look = Appearance(np.random.default_rng([0, 4]), *args, contrast_rng=np.random.default_rng(k))
+        assert look.lut[T.AIR] == 0.0 and look.lut.max() == 1.0 and look.lut.min() >= 0.0
+        assert len(np.unique(look.lut[1:])) == T.N_CLASSES - 1  # independent draws, no shared value
+        assert look.snr == site.snr and look.tr_ms == site.tr_ms and look.coils[0][0].tolist() == site.coils[0][0].tolist()
+        m = look.meta()
+        assert m["contrast_mode"] == "randomised" and m["contrast"]["table"]["lv_myocardium"] == look.lut[T.LV_MYO]
+        blood_brighter.append(look.lut[T.LV_CAV] > look.lut[T.LV_MYO])
+    assert any(blood_brighter) and not all(blood_brighter)  # the bSSFP order is not kept
+    assert "contrast_mode" not in site.meta()

@@ -110,3 +110,22 @@ def test_deterministic_for_seed_and_index_and_components_independent():
     assert e.meta["group"] == "DCM"
     assert e.meta["acquisition"]["planning_quality"] == a.meta["acquisition"]["planning_quality"]
     assert e.meta["acquisition"]["sa"]["misregistration_mm"] == a.meta["acquisition"]["sa"]["misregistration_mm"]
+
+
+def test_random_contrast_changes_only_the_share_of_subjects_it_names_and_only_their_intensities():
+    plain = [synth_subject(subject_id_for(i), SEED, n_frames=2, n_sub=1) for i in range(6)]
+    mixed = [synth_subject(subject_id_for(i), SEED, n_frames=2, n_sub=1, random_contrast=0.5) for i in range(6)]
+    randomised = [m.meta["appearance"].get("contrast_mode") == "randomised" for m in mixed]
+    assert any(randomised) and not all(randomised)
+    for p, m, r in zip(plain, mixed, randomised):
+        assert [s.plane.to_vector().tolist() for s in p.slices] == [s.plane.to_vector().tolist() for s in m.slices]
+        for x, y in zip(p.slices, m.slices):
+            assert (x.label is None and y.label is None) or np.array_equal(x.label, y.label)
+        same = all(np.array_equal(x.image, y.image) for x, y in zip(p.slices, m.slices))
+        assert same != r
+        if not r:
+            assert p.meta == m.meta
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        synth_subject(subject_id_for(0), SEED, n_frames=2, random_contrast=1.5)
+    with pytest.raises(ValueError, match="version 2"):
+        synth_subject(subject_id_for(0), SEED, n_frames=2, version=1, random_contrast=0.5)

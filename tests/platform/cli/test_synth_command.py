@@ -81,6 +81,25 @@ def test_version_flag_selects_the_population_and_bad_values_are_refused(tmp_path
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_random_contrast_flag_reaches_the_subjects_and_bad_values_are_refused(tmp_path):
+    out = tmp_path / "rc"
+    result = _run("--subjects", "2", "--seed", "3", "--frames", "2", "--random-contrast", "1", "--format", "nifti",
+                  "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "random contrast 1" in result.output
+    reader = NiftiExportReader()
+    for src in reader.discover(out):
+        rec = reader.read(src)
+        want = synth_subject(src.subject_id, 3, n_frames=2, random_contrast=1.0)
+        assert rec.meta["appearance"]["contrast_mode"] == "randomised"
+        assert rec.meta["appearance"] == want.meta["appearance"]
+    bad = _run("--subjects", "1", "--random-contrast", "1.5", "--out", str(tmp_path / "x"))
+    assert bad.exit_code == 2 and "[0, 1]" in bad.output
+    v1 = _run("--subjects", "1", "--version", "1", "--random-contrast", "0.5", "--out", str(tmp_path / "y"))
+    assert v1.exit_code == 2 and "random contrast needs version 2" in v1.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
 @pytest.mark.ray
 def test_ray_tasks_write_whole_parts_and_resume(tmp_path, ray_cluster):
     import json

@@ -150,6 +150,23 @@ def test_the_config_hash_covers_what_changes_the_model(override):
     assert load_job_dict(base(), ["optim.lr=3e-4", override]).hash() != job.hash()
 
 
+def test_an_unset_augment_appearance_leaves_the_hash_as_it_was_before_the_option():
+    """Jobs written before ``augment.appearance`` existed keep their hash (cached trials, resumable
+    runs and registered lineage stay valid); setting it changes the hash. The literal is the hash of
+    ``base()`` computed by the code before the option was added."""
+    job = load_job_dict(base(), [])
+    assert job.augment.appearance is None
+    assert job.hash() == "76dec41f0a4f793e" and job.hash("a" * 64) == "bc22b759b3d7b152"
+    on = load_job_dict(base(), ["augment.appearance={}"])
+    assert on.augment.appearance is not None and on.hash() != job.hash()
+    assert load_job_dict(base(), ["augment.appearance.p=0.3"]).hash() not in (job.hash(), on.hash())
+
+
+def test_augment_appearance_is_refused_on_the_device_path():
+    with pytest.raises(ConfigError, match="augment.on: loader"):
+        load_job_dict(base(), ["augment.on=device", "augment.appearance={}"])
+
+
 def test_the_config_hash_covers_the_data_snapshot():
     job = load_job_dict(base(), [])
     assert job.hash("a" * 64) != job.hash("b" * 64) != job.hash()

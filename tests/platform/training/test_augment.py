@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 
 from cardiossl.datasets.geometry import Plane
-from cardiossl.platform.training.augment import Augment, SampleTransform, crop_or_pad, perturbed_plane
-from cardiossl.platform.config import AugmentConfig, IntensityAugment, SpatialAugment
+from cardiossl.platform.training.augment import (
+    AppearanceDraw,
+    Augment,
+    _log_bias,
+    SampleTransform,
+    apply_appearance,
+    crop_or_pad,
+    draw_appearance,
+    perturbed_plane,
+)
+from cardiossl.platform.config import AppearanceAugment, AugmentConfig, IntensityAugment, SpatialAugment
 
 
 def oblique_plane() -> Plane:
@@ -139,3 +148,94 @@ def test_sample_transform_validation_mode_skips_augmentation_and_from_config():
     import pickle
 
     assert pickle.loads(pickle.dumps(t)).augment == aug
+
+
+def _blob_sample(size: int = 48) -> dict:
+    """A bright disc on a dim ramp: intensity order matters, as blood over myocardium does."""
+    rr, cc = np.mgrid[0:size, 0:size].astype(np.float32)
+    img = 0.2 + 0.005 * cc + 0.8 * (((rr - 24) ** 2 + (cc - 20) ** 2) < 100)
+    img = (img - img.mean()) / img.std()
+    label = (((rr - 24) ** 2 + (cc - 20) ** 2) < 100).astype(np.uint8)
+    return {"image": img[None].astype(np.float32), "label": label, "plane": oblique_plane().to_vector()}
+
+
+def test_appearance_off_draws_nothing_so_old_jobs_see_the_same_samples():
+    """``appearance: None`` and ``p = 0`` consume no random numbers: the image equals the one a job
+    without the option gets, draw for draw (spatial, intensity and noise all on)."""
+    s, _ = linear_sample(oblique_plane(), (64, 64))
+    base = Augment(32, SpatialAugment(p=1.0), IntensityAugment(p=1.0))
+    want = base(s, np.random.default_rng(7))
+    for look in (None, AppearanceAugment(p=0.0)):
+        got = Augment(32, SpatialAugment(p=1.0), IntensityAugment(p=1.0), appearance=look)(s, np.random.default_rng(7))
+        np.testing.assert_array_equal(got["image"], want["image"])
+        np.testing.assert_array_equal(got["label"], want["label"])
+    assert draw_appearance(None, np.random.default_rng(0)) is None
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_appearance_changes_contrast_not_geometry_and_keeps_the_scale(seed):
+    s = _blob_sample()
+    cfg = AppearanceAugment(p=1.0, brightness=None, offset=None)
+    draw = draw_appearance(cfg, np.random.default_rng(seed))
+    assert draw is not None and draw.remap is not None and draw.bias is not None and draw.blur is not None
+    assert draw.brightness is None and draw.offset is None
+    # the remap is monotone from 0 to 1, so bright blood stays brighter than what surrounds it
+    assert draw.remap[0] == 0.0 and draw.remap[-1] == 1.0 and np.all(np.diff(draw.remap) >= 0)
+    assert 0.25 * cfg.bias_field <= draw.bias_gain <= cfg.bias_field
+    assert cfg.blur_sigma_px[0] <= draw.blur <= cfg.blur_sigma_px[1]
+    out = apply_appearance(s, draw)
+    img, ref = out["image"], s["image"]
+    assert img.shape == ref.shape and img.dtype == np.float32 and np.all(np.isfinite(img))
+    assert not np.allclose(img, ref)
+    np.testing.assert_allclose([img.mean(), img.std()], [ref.mean(), ref.std()], atol=1e-4)
+    np.testing.assert_array_equal(out["label"], s["label"])
+    np.testing.assert_array_equal(out["plane"], s["plane"])
+    inside, outside = img[0][s["label"] == 1], img[0][s["label"] == 0]
+    assert np.median(inside) > np.median(outside)
+    again = apply_appearance(s, draw_appearance(cfg, np.random.default_rng(seed)))
+    np.testing.assert_array_equal(again["image"], img)
+
+
+def test_brightness_and_offset_scale_and_shift_the_normalised_image():
+    """Another cohort's field of view normalises to another mean and scale: the last two steps make
+    exactly ``x * brightness + offset * std`` of the contrast-randomised image."""
+    s = _blob_sample()
+    cfg = AppearanceAugment(p=1.0)
+    draws = [draw_appearance(cfg, np.random.default_rng(k)) for k in range(40)]
+    b = np.array([d.brightness for d in draws])
+    o = np.array([d.offset for d in draws])
+    assert b.min() >= 0.75 and b.max() <= 1.33 and (b < 1).any() and (b > 1).any()
+    assert np.abs(o).max() <= 0.5 and (o < 0).any() and (o > 0).any()
+    d = draws[0]
+    plain = apply_appearance(s, AppearanceDraw(d.remap, d.bias, d.bias_gain, d.blur))["image"]
+    full = apply_appearance(s, d)["image"]
+    np.testing.assert_allclose(full, plain * d.brightness + d.offset * s["image"].std(), atol=1e-5)
+
+
+def test_bias_field_alone_shades_smoothly_within_its_gain():
+    """A constant-plus-offset image shaded by the field alone: the gain of every pixel (after the
+    mean/std restoration is undone) stays within exp(+-gain) and varies smoothly."""
+    size = 40
+    img = np.full((1, size, size), 1.0, dtype=np.float32)
+    img[0, 0, 0] = 0.0  # a range to normalise within: x = 1 everywhere else
+    draw = AppearanceDraw(bias=np.random.default_rng(1).uniform(-1, 1, 10), bias_gain=0.4)
+    out = apply_appearance({"image": img}, draw)["image"][0]
+    # undo the affine restoration using two pixels whose x is known: 0 at [0, 0] and 1*gain elsewhere
+    field = np.exp(0.4 * _log_bias(draw.bias, (size, size)))
+    ratio = (out[1:, 1:] - out[0, 0]) / field[1:, 1:]
+    np.testing.assert_allclose(ratio, ratio.mean(), rtol=1e-4)  # out = a * field + b: shading is the field
+    assert field.max() <= np.exp(0.4) + 1e-6 and field.min() >= np.exp(-0.4) - 1e-6
+    assert np.isclose(max(field.max(), 1 / field.min()), np.exp(0.4), rtol=1e-6)
+    assert np.abs(np.diff(np.log(field), axis=0)).max() < 0.1  # smooth: no pixel-scale structure
+
+
+def test_appearance_from_config_reaches_the_sample_transform():
+    cfg = AugmentConfig(appearance={"p": 1.0, "bias_field": None, "blur_sigma_px": None})
+    aug = Augment.from_config(cfg, 48)
+    assert aug.appearance == cfg.appearance
+    s = _blob_sample()
+    plain = Augment(48)(s, np.random.default_rng(0))
+    looked = Augment(48, appearance=cfg.appearance)(s, np.random.default_rng(0))
+    assert not np.allclose(looked["image"], plain["image"])
+    with pytest.raises(ValueError, match="empty"):
+        AppearanceAugment(blur_sigma_px=(1.0, 0.5))
