@@ -29,7 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("store")
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--tracking-uri", default=f"sqlite:///{os.environ.get('CARDIOSSL_HOME', '/tmp/cardiossl')}/mlflow.db")
+    home = os.environ.get("CARDIOSSL_HOME", "/tmp/cardiossl")
+    ap.add_argument("--tracking-uri", default=f"sqlite:///{home}/mlflow.db")
     ap.add_argument("--prefix", default="patient")
     args = ap.parse_args()
 
@@ -37,7 +38,8 @@ def main() -> None:
 
     from cardiossl.datasets.store import CohortStore
     from cardiossl.datasets.torch_dataset import CohortDataset
-    from cardiossl.platform.tracking.serving import _load_pyfunc, predict_batches
+    from cardiossl.platform.tracking.serving import SegmenterPyfunc, predict_batches
+    from cardiossl.platform.tracking.weights import load_segmenter_folder
 
     client = mlflow.MlflowClient(args.tracking_uri)
     ids = [s for s in CohortStore(args.store).subject_ids() if s.startswith(args.prefix)]
@@ -46,10 +48,11 @@ def main() -> None:
     print("|---|---|---|")
     for run in args.runs:
         with tempfile.TemporaryDirectory() as tmp:
-            model = _load_pyfunc(client.download_artifacts(run, "segmenter/data/weights", tmp))
+            folder = client.download_artifacts(run, "segmenter/data/weights", tmp)
+            model = SegmenterPyfunc(*load_segmenter_folder(folder))
         trained, request = [], []
         for sid in ids:
-            kw = dict(subjects=[sid], phases=["ed"], labelled_only=True)
+            kw = {"subjects": [sid], "phases": ["ed"], "labelled_only": True}
             norm = CohortDataset(args.store, **kw)
             raw = CohortDataset(args.store, normalise=False, **kw)
             samples = [norm[i] for i in range(len(norm))]

@@ -8,11 +8,12 @@ targets from the plane the network actually sees, so a rotated image gets rotate
 construction. The same step crops or pads to ``image_size`` at the store's spacing.
 
 Intensity augmentation (gamma, contrast, Gaussian noise) follows the usual CMR recipe
-(nnU-Net, Isensee et al. 2021). Appearance randomisation (``augment.appearance``: a random monotone
-contrast remap, a smooth bias field, blur, a scale and shift of the z-score) is for training on one cohort and testing on another,
-e.g. on synthetic subjects only: the label-free counterpart of SynthSeg's domain randomisation
-(Billot et al., MedIA 2023). Every random draw comes from the ``rng`` the dataset passes in,
-seeded from (seed, epoch, rank, index), so a resumed run sees the same samples.
+(nnU-Net, Isensee et al. 2021). Appearance randomisation (``augment.appearance``: a random
+monotone contrast remap, a smooth bias field, blur, a scale and shift of the z-score) is for
+training on one cohort and testing on another, e.g. on synthetic subjects only: the label-free
+counterpart of SynthSeg's domain randomisation (Billot et al., MedIA 2023). Every random draw
+comes from the ``rng`` the dataset passes in, seeded from (seed, epoch, rank, index), so a
+resumed run sees the same samples.
 """
 
 from __future__ import annotations
