@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Difficulty of the synthetic cohort: few-shot segmentation from scratch at N = 5, 10 and all labelled
-# subjects, seeds 0-2 (bench/synth_difficulty.yaml; Ray tasks, one CPU each). The full measurement
-# (unet_bai, 160 px at 1.5 mm, 1,500 steps) takes hours on 2 cores; a GPU or more CPUs make it practical.
+# subjects, seeds 0-2 (bench/synth_difficulty.yaml; Ray tasks, one CPU each). A trial (unet_bai, 160 px
+# at 1.5 mm, 1,500 steps) takes about 24 minutes on one CPU: the full grid about 2 hours on 2 cores,
+# N = 5 and all with two seeds 47 minutes; a GPU or more CPUs make it quicker.
 # Usage: bench/synth_difficulty.sh                     full measurement, version 2, 60 subjects
 #        VERSION=1 bench/synth_difficulty.sh           the same on version 1
 #        GRID=96 SPACING=2.5 bench/synth_difficulty.sh --set finetune.backbone.name=unet \

@@ -16,16 +16,24 @@
 # RANDOM_CONTRAST > 0 that share of the synthetic subjects is drawn with SynthSeg-style random tissue
 # intensities. DR=0 trains with the job's own augmentation instead (the figures without it).
 #
+# The test subjects are segmented as the model would be used (`inference`): with DR=1 the softmax is
+# averaged over the four 90-degree turns of each slice (INFERENCE=tta), then per frame and structure
+# the largest connected component is kept (INFERENCE=lcc alone, the default with DR=0, as `cardiossl
+# predict` does); INFERENCE=none scores the plain argmax. None of this touches training or the choice
+# of the model (validation is the plain argmax).
+#
 # Usage: bench/synth_to_real.sh [--set KEY=VALUE ...]      (extra arguments: finetune overrides)
 #        VERSION=1 bench/synth_to_real.sh                  the same with the version-1 cohort
-# Environment: VERSION (2), SUBJECTS (80), RANDOM_CONTRAST (0.5; 0 for version 1), DR (1), GRID (128), SPACING (1.5),
-# REAL (../shared/data/real), CARDIOSSL_HOME (/tmp/cardiossl-synth2real-v$VERSION).
+# Environment: VERSION (2), SUBJECTS (80), RANDOM_CONTRAST (0.5; 0 for version 1), DR (1), INFERENCE (tta with
+# DR=1, else lcc), GRID (128), SPACING (1.5), REAL (../shared/data/real),
+# CARDIOSSL_HOME (/tmp/cardiossl-synth2real-v$VERSION).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION="${VERSION:-2}"
 SUBJECTS="${SUBJECTS:-80}"
 RANDOM_CONTRAST="${RANDOM_CONTRAST:-$([ "$VERSION" = 1 ] && echo 0 || echo 0.5)}"  # version 1 has one appearance
 DR="${DR:-1}"
+INFERENCE="${INFERENCE:-$([ "$DR" = 0 ] && echo lcc || echo tta)}"
 GRID="${GRID:-128}"
 SPACING="${SPACING:-1.5}"
 REAL="${REAL:-../shared/data/real}"
@@ -37,6 +45,12 @@ STORE="$CARDIOSSL_HOME/$TAG-plus-real-$GRID.zarr"
 SPLIT="$CARDIOSSL_HOME/split-$TAG-train-real-test.json"
 RANDOMISE=()
 [ "$DR" = 0 ] || RANDOMISE=(--set augment.spatial.rotation_deg=180 --set "augment.appearance={}")
+case "$INFERENCE" in
+    none) ;;
+    lcc) RANDOMISE+=(--set "inference={}") ;;
+    tta) RANDOMISE+=(--set "inference={tta: rot90}") ;;
+    *) echo "INFERENCE=$INFERENCE: use none, lcc or tta" >&2; exit 2 ;;
+esac
 [ -d "$REAL/acdc-dev" ] || { echo "no real cases at $REAL (set REAL=...)" >&2; exit 2; }
 mkdir -p "$CARDIOSSL_HOME"
 start=$(date +%s)
@@ -65,8 +79,8 @@ EOF
 
 "$BIN/cardiossl" finetune jobs/finetune_fewshot.yaml --no-progress --no-register \
     --set "cohort.store=$STORE" --set "cohort.split.file=$SPLIT" --set n_train=all \
-    --set "image_size=$GRID" --set mlflow.experiment=synth-to-real --set "name=synth-to-real-$TAG-dr$DR" \
-    "${RANDOMISE[@]}" "$@"
+    --set "image_size=$GRID" --set mlflow.experiment=synth-to-real \
+    --set "name=synth-to-real-$TAG-dr$DR-$INFERENCE" "${RANDOMISE[@]}" "$@"
 
 "$BIN/python" - "$CARDIOSSL_HOME" <<'EOF'
 """Per-cohort test Dice of the newest synth-to-real run (per subject, from its evaluation CSV)."""

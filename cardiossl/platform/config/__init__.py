@@ -32,13 +32,15 @@ from .benchmark import (
 )
 from .cohort import CohortConfig, LoaderConfig, SplitConfig
 from .errors import format_validation_error
-from .finetune import FinetuneError, FinetuneJob, FinetuneValidation, MultitaskConfig, SegLossConfig, job_copy
+from .finetune import (
+    FinetuneError, FinetuneJob, FinetuneValidation, InferenceConfig, MultitaskConfig, SegLossConfig, job_copy,
+)
 from .jobs import JOB_KINDS, JobBase, PretrainJob, register_job_kind
 from .loading import apply_overrides, expand_env, load_job, load_job_dict, parse_overrides, read_yaml
 from .mlflow import MlflowSpec
 from .optim import OptimConfig, ScheduleConfig
 from .plugins import BackboneSpec, PluginSpec, PretextSpec
-from .records import config_hash, flatten, job_to_yaml
+from .records import config_hash, drop_unset_options, flatten, job_to_yaml
 from .running import CheckpointSpec, DebugConfig, ProgressSpec, ScalingSpec, TrainOptions, ValidationSpec
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "FinetuneJob",
     "FinetuneError",
     "FinetuneValidation",
+    "InferenceConfig",
     "MultitaskConfig",
     "SegLossConfig",
     "BenchmarkJob",
@@ -88,6 +91,7 @@ __all__ = [
     "expand_env",
     "format_validation_error",
     "config_hash",
+    "drop_unset_options",
     "flatten",
     "job_to_yaml",
     "job_copy",

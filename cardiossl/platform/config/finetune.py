@@ -54,6 +54,22 @@ class FinetuneValidation(StrictModel):
                            "must not end a run that is still learning)")
 
 
+class InferenceConfig(StrictModel):
+    """How the test subjects are segmented once the model is chosen (validation stays a plain argmax,
+    so model selection is unchanged). Recorded in the segmenter's spec, so ``cardiossl predict`` and
+    the MLflow pyfunc segment the same way."""
+
+    tta: Literal["none", "rot90"] = Field(
+        "none", description="test-time augmentation: rot90 averages the softmax over the four 90-degree "
+        "in-plane rotations (the input turned, the output turned back), for a model trained with any "
+        "in-plane orientation (augment.spatial.rotation_deg: 180); nnU-Net's mirroring, for rotations",
+    )
+    largest_component: bool = Field(
+        True, description="keep, per frame and structure, the largest 3-D connected component of the "
+        "predicted stack, as `cardiossl predict` does (nnU-Net's post-processing, Isensee et al. 2021)",
+    )
+
+
 class FinetuneJob(JobBase):
     """One few-shot fine-tuning run (``kind: finetune``)."""
 
@@ -77,6 +93,10 @@ class FinetuneJob(JobBase):
     loss: SegLossConfig = Field(default_factory=SegLossConfig)
     multitask: MultitaskConfig = Field(default_factory=MultitaskConfig)
     validation: FinetuneValidation = Field(default_factory=FinetuneValidation)
+    inference: InferenceConfig | None = Field(
+        None, description="test-time augmentation and post-processing of the test predictions; "
+        "null: the plain argmax of one pass, `{}`: the largest connected component only",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     channels_last: bool = Field(
@@ -121,6 +141,13 @@ class FinetuneJob(JobBase):
             raise PydanticCustomError(
                 "mode", "multitask from scratch needs multitask.pretext (the init carries no pretext)",
                 {"field": "mode"},
+            )
+        rotation = self.augment.spatial.rotation_deg if self.augment.spatial is not None else 0.0
+        if self.inference is not None and self.inference.tta == "rot90" and rotation < 180:
+            raise PydanticCustomError(
+                "inference", "inference.tta rot90 needs a model trained with any in-plane orientation: set "
+                "augment.spatial.rotation_deg: 180 (now {v}) or inference.tta: none",
+                {"v": rotation, "field": "inference"},
             )
         return self
 

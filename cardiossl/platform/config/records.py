@@ -28,7 +28,7 @@ NOT_IN_HASH = (
 
 # Options added after jobs were hashed: left out of the hash while unset, so a job that does not use
 # one keeps the hash (and its cached trials, resumable runs and model lineage) it had before.
-HASHED_ONLY_WHEN_SET = ("augment.appearance",)
+HASHED_ONLY_WHEN_SET = ("augment.appearance", "inference")
 
 
 def _get(data: dict, dotted: str, default=None):
@@ -50,6 +50,14 @@ def _drop(data: dict, dotted: str) -> None:
         del data[head]
 
 
+def drop_unset_options(data: dict) -> dict:
+    """``data`` (a job's JSON dump) without the ``HASHED_ONLY_WHEN_SET`` options that are unset; in place."""
+    for dotted in HASHED_ONLY_WHEN_SET:
+        if _get(data, dotted, default=0) is None:
+            _drop(data, dotted)
+    return data
+
+
 def config_hash(job: BaseModel, snapshot_hash: str | None = None, exclude: tuple[str, ...] | None = None) -> str:
     """Hash of exactly what decides the learned weights: the job minus its kind's ``NOT_IN_HASH``,
     and the content hash of the cohort snapshot it trains on (``docs/training.md`` lists both sides).
@@ -60,9 +68,7 @@ def config_hash(job: BaseModel, snapshot_hash: str | None = None, exclude: tuple
     data = job.model_dump(mode="json")
     for dotted in exclude if exclude is not None else getattr(job, "NOT_IN_HASH", NOT_IN_HASH):
         _drop(data, dotted)
-    for dotted in HASHED_ONLY_WHEN_SET:
-        if _get(data, dotted, default=0) is None:
-            _drop(data, dotted)
+    drop_unset_options(data)
     if snapshot_hash is not None:
         data["__snapshot__"] = snapshot_hash
     blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()

@@ -300,17 +300,35 @@ def collect_stacks(samples: Iterable[dict]) -> dict[tuple[str, str], dict]:
     return stacks
 
 
-def predict_labels(model, images: np.ndarray, *, batch_size: int = 16, device="cpu") -> np.ndarray:
-    """Argmax labels [S,H,W] of a segmenter (logits [B, C, H, W]) over images [S,1,H,W]."""
-    import torch
+def predict_labels(model, images: np.ndarray, *, batch_size: int = 16, device="cpu", tta: str = "none") -> np.ndarray:
+    """Argmax labels [S,H,W] of a segmenter (logits [B, C, H, W]) over images [S,1,H,W]
+    (``tracking.serving.predict_batches``, with its test-time augmentation)."""
+    from cardiossl.platform.tracking.serving import predict_batches
 
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).to(device)
-            out.append(model(x).argmax(dim=1).to("cpu").numpy().astype(np.int64))
-    return np.concatenate(out) if out else np.zeros((0,) + images.shape[2:], np.int64)
+    return predict_batches(model, images, batch_size, tta=tta, device=device)
+
+
+def largest_components(labels: np.ndarray, classes=(1, 2, 3)) -> tuple[np.ndarray, dict]:
+    """Per frame and class, keep the largest 3-D connected component of ``labels`` [T, S, rows, cols].
+
+    Returns (labels, voxels removed per class). Slices are stacked as they are (neighbours in the
+    array are neighbours in space), 6-connectivity within and across slices."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    removed = {int(c): 0 for c in classes}
+    for t in range(labels.shape[0]):
+        for c in classes:
+            mask = labels[t] == c
+            comp, n = ndimage.label(mask)
+            if n <= 1:
+                continue
+            sizes = np.bincount(comp.ravel())[1:]
+            keep = 1 + int(np.argmax(sizes))
+            drop = mask & (comp != keep)
+            out[t][drop] = 0
+            removed[int(c)] += int(drop.sum())
+    return out, removed
 
 
 def evaluate_stacks(model, stacks: Mapping[tuple[str, str], dict], *, device="cpu",

@@ -303,7 +303,8 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
     test_samples = load_samples(store, split["test"], phases=("ed", "es"))
     refs = reference if reference is not None else reference_stacks(store, collect_stacks(test_samples))
     test_stacks = _eval_stacks(test_samples, job.image_size)
-    per_phase = score_stacks(model, test_stacks, refs, annotated=annotated, device=device)
+    inference = job.inference.model_dump(mode="json") if job.inference is not None else None
+    per_phase = score_stacks(model, test_stacks, refs, annotated=annotated, device=device, inference=inference)
     per_subject = summarise_subjects(per_phase)
     metrics = trial_metrics(per_subject)
     metrics.update({
@@ -329,6 +330,8 @@ def finetune(job: FinetuneJob, *, init: InitWeights | None | str = "resolve", pr
         "n_train": job.n_train,
         "seed": job.seed,
     }
+    if inference is not None:
+        spec["inference"] = inference
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     return FinetuneResult(metrics, per_phase, per_subject, split, history, spec, state,
                           params={"init": job.init, "mode": job.mode, "n_train": job.n_train, "seed": job.seed})

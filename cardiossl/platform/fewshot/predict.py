@@ -11,8 +11,9 @@ DICOM stack; ED/ES given as separate files get a label file each, beside their o
 
 Post-processing keeps, per frame and structure, the largest 3-D connected component (as nnU-Net
 does, Isensee et al., Nat Methods 2021): islands above the base or below the apex go, and with
-them the volume they would add. Clinical measures (``evaluate.clinical_measures``: LV/RV EDV, ESV,
-EF, LV mass at 1.05 g/ml) come with their plausibility (``plausibility``: healthy reference and
+them the volume they would add. A segmenter evaluated with test-time augmentation (its spec's
+``inference.tta``) segments with it here too. Clinical measures (``evaluate.clinical_measures``:
+LV/RV EDV, ESV, EF, LV mass at 1.05 g/ml) come with their plausibility (``plausibility``: healthy reference and
 physiological ranges, a flag outside each), the segmenter's provenance (registered version, the
 cohort and validation Dice it was trained with) and a QC picture (``qc``). ED and ES are given on
 the command line, known to the input, or, for ES, estimated as the frame with the smallest
@@ -33,9 +34,10 @@ from cardiossl.datasets.geometry import Plane
 from cardiossl.datasets.resample import label_to_source  # noqa: F401  (public here too)
 
 from ..tracking import ModelLoadError, load_segmenter_folder, resolve_model_dir
+from ..tracking.serving import inference_tta
 from . import plausibility
 from .cases import PredictError, SAInput, find_cases, read_case, read_sa_input, stack_affine
-from .evaluate import clinical_measures, label_volumes_ml, slice_spacing_mm
+from .evaluate import clinical_measures, label_volumes_ml, largest_components, slice_spacing_mm
 from .qc import qc_figure
 
 __all__ = ["PredictError", "SAInput", "find_cases", "label_to_source", "largest_components", "measures",
@@ -55,12 +57,14 @@ def to_grid(image: np.ndarray, plane: Plane, image_size: int, spacing_mm: float,
     return g.astype(np.float32), plane_g
 
 
-def model_segmenter(model, *, batch_size: int = 16, device="cpu") -> Callable:
-    """``fn(grid_images [N, S, S], grid_planes, frame) -> labels [N, S, S]`` from a segmenter module."""
+def model_segmenter(model, *, batch_size: int = 16, device="cpu", tta: str = "none") -> Callable:
+    """``fn(grid_images [N, S, S], grid_planes, frame) -> labels [N, S, S]`` from a segmenter module
+    (``tta``: its test-time augmentation, ``evaluate.predict_labels``)."""
     from .evaluate import predict_labels
 
     def fn(images: np.ndarray, planes: list[Plane], frame: int) -> np.ndarray:
-        return predict_labels(model, images[:, None].astype(np.float32), batch_size=batch_size, device=device)
+        return predict_labels(model, images[:, None].astype(np.float32), batch_size=batch_size, device=device,
+                              tta=tta)
 
     return fn
 
@@ -115,29 +119,6 @@ def measures(inp: SAInput, labels: np.ndarray, ed: int | None, es: int | None | 
     if ed is not None and es is not None:
         out.update(clinical_measures(labels[ed], labels[es], sp))
     return out
-
-
-def largest_components(labels: np.ndarray, classes=(1, 2, 3)) -> tuple[np.ndarray, dict]:
-    """Per frame and class, keep the largest 3-D connected component of ``labels`` [T, S, rows, cols].
-
-    Returns (labels, voxels removed per class). Slices are stacked as they are (neighbours in the
-    array are neighbours in space), 6-connectivity within and across slices."""
-    from scipy import ndimage
-
-    out = labels.copy()
-    removed = {int(c): 0 for c in classes}
-    for t in range(labels.shape[0]):
-        for c in classes:
-            mask = labels[t] == c
-            comp, n = ndimage.label(mask)
-            if n <= 1:
-                continue
-            sizes = np.bincount(comp.ravel())[1:]
-            keep = 1 + int(np.argmax(sizes))
-            drop = mask & (comp != keep)
-            out[t][drop] = 0
-            removed[int(c)] += int(drop.sum())
-    return out, removed
 
 
 def _nifti_image(vol: np.ndarray, affine: np.ndarray, header):
@@ -260,8 +241,9 @@ def predict(model_ref: str, input_path: str | os.PathLike, out: str | os.PathLik
     if not np.isfinite(spacing):
         raise PredictError(f"{model_ref}: the segmenter's spec has no grid spacing (spacing_mm)")
     with torch.no_grad():
-        labels = segment_input(inp, model_segmenter(model, device=device), image_size=int(spec["image_size"]),
-                               spacing_mm=spacing, frames=frames)
+        tta = inference_tta(spec)
+        labels = segment_input(inp, model_segmenter(model, device=device, tta=tta),
+                               image_size=int(spec["image_size"]), spacing_mm=spacing, frames=frames)
     removed = {}
     if postprocess:
         labels, removed = largest_components(labels)
@@ -271,7 +253,7 @@ def predict(model_ref: str, input_path: str | os.PathLike, out: str | os.PathLik
     result = {"input": str(input_path), "input_kind": inp.kind, "model": model_ref,
               "labels": label_path if isinstance(label_path, dict) else str(label_path),
               "label_values": {"1": "lv_cavity", "2": "lv_myocardium", "3": "rv_cavity"},
-              "postprocess": {"largest_component": postprocess,
+              "postprocess": {"largest_component": postprocess, "tta": tta,
                               "voxels_removed": {str(k): v for k, v in removed.items()}},
               **measures(inp, labels, ed, es)}
     check = plausibility.check(result)

@@ -5,8 +5,11 @@ labels are resampled back onto each reference slice (``datasets.resample.label_t
 neighbour, exact through the stored planes) and scored there in 3-D (``evaluate``). Reference
 label pixels outside the network's field of view cannot be predicted: they count as misses and are
 also counted (``lost_px_<structure>``), so a crop that is too tight shows up as a number, not as
-an unexplained Dice drop. Per subject, the ED and ES rows give the clinical measures (LV/RV EDV,
-ESV, EF, LV mass) of prediction and reference and their differences.
+an unexplained Dice drop. With ``inference`` (``config.InferenceConfig``) the test predictions are
+made as the segmenter will be used: test-time augmentation, then the largest connected component
+per frame and structure on the network's stack (``removed_px_<structure>`` counts what it took
+away). Per subject, the ED and ES rows give the clinical measures (LV/RV EDV, ESV, EF, LV mass) of
+prediction and reference and their differences.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .evaluate import (
-    CLINICAL, REGIONS, STRUCTURES, empty_names, label_volumes_ml, measures_from_volumes, metric_names, nanmean,
-    predict_labels, regional_dice, segmentation_metrics, stack_spacing, subject_summary,
+    CLINICAL, REGIONS, STRUCTURES, empty_names, label_volumes_ml, largest_components, measures_from_volumes,
+    metric_names, nanmean, predict_labels, regional_dice, segmentation_metrics, stack_spacing, subject_summary,
 )
 
 
@@ -48,10 +51,25 @@ def to_reference(pred_g: np.ndarray, net_planes: np.ndarray, net_index: Sequence
     return pred, cover
 
 
-def score_on_reference(model, stack: Mapping, ref: Mapping, *, annotated=None, device="cpu") -> dict:
+def infer_stack(model, images: np.ndarray, inference: Mapping | None = None, device="cpu") -> tuple[np.ndarray, dict]:
+    """(labels [S,H,W], pixels removed per structure) of one stack on the network grid, with the
+    test-time augmentation and post-processing of ``inference`` (a dumped ``InferenceConfig``)."""
+    inference = dict(inference or {})
+    pred = predict_labels(model, images, device=device, tta=str(inference.get("tta", "none")))
+    removed = {name: 0 for name in STRUCTURES.values()}
+    if inference and inference.get("largest_component", True):
+        kept, by_class = largest_components(pred[None], classes=tuple(STRUCTURES))
+        pred = kept[0]
+        removed = {name: by_class[v] for v, name in STRUCTURES.items()}
+    return pred, removed
+
+
+def score_on_reference(model, stack: Mapping, ref: Mapping, *, annotated=None, device="cpu",
+                       inference: Mapping | None = None) -> dict:
     """One (subject, phase) row: Dice/HD95 (+ empty counts), regional Dice, label pixels outside the
-    network's view, and predicted / reference volumes, on the reference slices."""
-    pred_g = predict_labels(model, stack["images"], device=device)
+    network's view, pixels the post-processing removed, and predicted / reference volumes, on the
+    reference slices."""
+    pred_g, removed = infer_stack(model, stack["images"], inference, device=device)
     pred, cover = to_reference(pred_g, stack["planes"], stack["slice_index"], ref)
     y = ref["labels"]
     sp = _spacing(ref["planes"])
@@ -64,19 +82,22 @@ def score_on_reference(model, stack: Mapping, ref: Mapping, *, annotated=None, d
         m = y == v
         row[f"label_px_{name}"] = float(m.sum()) if v in known else 0.0
         row[f"lost_px_{name}"] = float((m & (cover == 0)).sum()) if v in known else 0.0
+        row[f"removed_px_{name}"] = float(removed[name])
         row[f"vol_pred_{name}"] = vp[name] if v in known else float("nan")
         row[f"vol_ref_{name}"] = vr[name] if v in known else float("nan")
     return row
 
 
 def score_stacks(model, stacks: Mapping[tuple[str, str], dict], refs: Mapping[tuple[str, str], dict], *,
-                 annotated: Mapping[str, Sequence[int]] | None = None, device="cpu") -> list[dict]:
+                 annotated: Mapping[str, Sequence[int]] | None = None, device="cpu",
+                 inference: Mapping | None = None) -> list[dict]:
     """Rows per (subject, phase), sorted."""
     rows = []
     for (sid, phase), st in sorted(stacks.items()):
         ann = None if annotated is None else annotated.get(sid)
         rows.append({"subject_id": sid, "phase": phase,
-                     **score_on_reference(model, st, refs[(sid, phase)], annotated=ann, device=device)})
+                     **score_on_reference(model, st, refs[(sid, phase)], annotated=ann, device=device,
+                                         inference=inference)})
     return rows
 
 
@@ -99,7 +120,7 @@ def summarise_subjects(per_phase: Sequence[dict]) -> list[dict]:
         for reg in REGIONS:
             row[f"dice_{reg}"] = nanmean(r.get(f"dice_{reg}", np.nan) for r in phases.values())
         for name in STRUCTURES.values():
-            for k in ("label_px", "lost_px"):
+            for k in ("label_px", "lost_px", "removed_px"):
                 row[f"{k}_{name}"] = float(sum(r.get(f"{k}_{name}", 0.0) for r in phases.values()))
         row["reference"] = "+".join(sorted({str(r.get("reference", "")) for r in phases.values()}))
         if "ed" in phases and "es" in phases and "vol_pred_lv_cavity" in phases["ed"]:
@@ -126,6 +147,7 @@ def trial_metrics(per_subject: Sequence[dict]) -> dict[str, float]:
         px = sum(r.get(f"label_px_{name}", 0.0) for r in per_subject)
         lost = sum(r.get(f"lost_px_{name}", 0.0) for r in per_subject)
         out[f"test_lost_frac_{name}"] = lost / px if px else float("nan")
+        out[f"test_removed_px_{name}"] = float(sum(r.get(f"removed_px_{name}", 0.0) for r in per_subject))
     for m in CLINICAL:
         err = np.array([r.get(f"{m}_err", np.nan) for r in per_subject], dtype=np.float64)
         out[f"test_{m}_mae"] = nanmean(np.abs(err))

@@ -10,11 +10,14 @@ change anything that matters and the key changes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+
+from cardiossl.platform.config import drop_unset_options
 
 CACHE_FORMAT = 1
 
@@ -23,8 +26,10 @@ def trial_key(job_dict: Mapping, held_out: Mapping[str, Iterable[str]], pool: It
               init_identity: str = "") -> str:
     """Content hash of what decides a trial (``threads`` and ``device`` do not). ``init_identity``
     names the pretrained weights beyond their registry reference (the run that produced them), so a
-    recreated registry whose version numbers start again cannot hand back another encoder's trials."""
+    recreated registry whose version numbers start again cannot hand back another encoder's trials.
+    Options added later and left unset (``config.records.HASHED_ONLY_WHEN_SET``) leave the key as it was."""
     job = {k: v for k, v in job_dict.items() if k not in ("threads", "device", "mlflow")}
+    job = drop_unset_options(copy.deepcopy(job))
     blob = json.dumps({"format": CACHE_FORMAT, "job": job, "init": init_identity, "test": sorted(held_out.get("test", [])),
                        "val": sorted(held_out.get("val", [])), "pool": sorted(pool)},
                       sort_keys=True, separators=(",", ":"), default=str)

@@ -12,7 +12,8 @@ needs cardiossl installed. So both of these work on a registered segmenter::
 Input: one short-axis stack (or any batch of slices) already on the model grid (``image_size``
 pixels at ``spacing_mm``; ``cardiossl predict`` resamples a scan onto it), raw intensities, float32
 ``[N, H, W]``; the stack is normalised as in training (robust percentiles and z-score over the
-request). Output: labels ``[N, H, W]`` (0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity).
+request). Output: labels ``[N, H, W]`` (0 background, 1 LV cavity, 2 LV myocardium, 3 RV cavity),
+with the test-time augmentation the run was evaluated with (``spec["inference"]``).
 """
 
 from __future__ import annotations
@@ -36,29 +37,49 @@ class SegmenterPyfunc:
         self.model, self.spec = model, spec
 
     def predict(self, model_input, params: dict | None = None) -> np.ndarray:
-        from cardiossl.datasets.store import intensity_stats
-
         x = np.asarray(getattr(model_input, "values", model_input), dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
         if x.ndim != 3:
             raise ValueError(f"expected slices [N, H, W] on the model grid, got shape {x.shape}")
+        return predict_batches(self.model, self.normalise(x)[:, None], tta=inference_tta(self.spec))
+
+    @staticmethod
+    def normalise(x: np.ndarray) -> np.ndarray:
+        """Robust percentile clip and z-score over the whole request (``store.intensity_stats``)."""
+        from cardiossl.datasets.store import intensity_stats
+
         stats = intensity_stats(list(x))
-        x = (np.clip(x, stats["p0_5"], stats["p99_5"]) - stats["mean"]) / stats["std"]
-        return predict_batches(self.model, x[:, None])
+        return (np.clip(x, stats["p0_5"], stats["p99_5"]) - stats["mean"]) / stats["std"]
 
 
-def predict_batches(model, images: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Argmax labels [N, H, W] (int64) of a segmenter on normalised images [N, 1, H, W]."""
+def predict_batches(model, images: np.ndarray, batch_size: int = 16, *, tta: str = "none", device="cpu") -> np.ndarray:
+    """Argmax labels [N, H, W] (int64) of a segmenter on normalised images [N, 1, H, W].
+
+    ``tta="rot90"``: the argmax of the softmax averaged over the four 90-degree rotations of each
+    slice (turned back before averaging); square slices, for a model trained with any in-plane
+    orientation (``InferenceConfig``)."""
     import torch
 
+    if tta not in ("none", "rot90"):
+        raise ValueError(f"tta {tta!r}: use none or rot90")
+    turns = range(4) if tta == "rot90" else range(1)
     out = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
-            logits = model(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
-            out.append(logits.argmax(1).cpu().numpy())
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)
+            if len(turns) == 1:
+                out.append(model(x).argmax(1).cpu().numpy().astype(np.int64))
+                continue
+            prob = sum(torch.rot90(torch.softmax(model(torch.rot90(x, k, (2, 3))), 1), -k, (2, 3)) for k in turns)
+            out.append(prob.argmax(1).cpu().numpy().astype(np.int64))
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[2:], np.int64)
+
+
+def inference_tta(spec: dict) -> str:
+    """The test-time augmentation a segmenter was evaluated with (its spec's ``inference``)."""
+    return str((spec.get("inference") or {}).get("tta", "none"))
 
 
 def _load_pyfunc(data_path: str) -> SegmenterPyfunc:

@@ -162,6 +162,37 @@ def test_an_unset_augment_appearance_leaves_the_hash_as_it_was_before_the_option
     assert load_job_dict(base(), ["augment.appearance.p=0.3"]).hash() not in (job.hash(), on.hash())
 
 
+def test_an_unset_inference_leaves_the_finetune_hash_and_trial_key_as_they_were():
+    """``inference`` came after fine-tuning jobs were hashed and their trials cached: unset, the job
+    hash and the study's trial key are the literals the code gave before (the trial key as before
+    ``augment.appearance`` too, so studies cached then are found again); set, both change."""
+    from cardiossl.platform.fewshot.trial_cache import trial_key
+
+    data = {"kind": "finetune", "cohort": {"store": "/data/cohort.zarr", "split": {"test": 2}}, "steps": 10,
+            "mlflow": {"tracking_uri": "sqlite:////tmp/mlflow.db"}}
+    held = {"test": ["a"], "val": ["b"]}
+    job = load_job_dict(data)
+    dump = job.model_dump(mode="json")
+    assert job.inference is None and dump["augment"]["appearance"] is None
+    assert job.hash() == "5447771c3718bbec" and job.hash("a" * 64) == "856a6655dbd9159f"
+    assert trial_key(dump, held, ["c"]) == "afde551478b8f10b7bc343b4"
+    assert "inference" in dump and "appearance" in dump["augment"]  # the caller's dump is not edited
+    on = load_job_dict(data, ["inference={}"])
+    assert on.hash() != job.hash()
+    assert trial_key(on.model_dump(mode="json"), held, ["c"]) != trial_key(dump, held, ["c"])
+
+
+def test_rotation_tta_needs_a_model_trained_with_any_orientation():
+    data = {"kind": "finetune", "cohort": {"store": "/x.zarr", "split": {"test": 2}},
+            "mlflow": {"tracking_uri": "sqlite:////tmp/mlflow.db"}}
+    with pytest.raises(ConfigError, match="augment.spatial.rotation_deg: 180"):
+        load_job_dict(data, ["inference.tta=rot90"])
+    job = load_job_dict(data, ["inference.tta=rot90", "augment.spatial.rotation_deg=180"])
+    assert job.inference.tta == "rot90" and job.inference.largest_component
+    with pytest.raises(ConfigError, match="inference.tta"):
+        load_job_dict(data, ["inference.tta=flip"])
+
+
 def test_augment_appearance_is_refused_on_the_device_path():
     with pytest.raises(ConfigError, match="augment.on: loader"):
         load_job_dict(base(), ["augment.on=device", "augment.appearance={}"])

@@ -223,3 +223,28 @@ def test_cohort_exclude_removes_subjects_from_the_pool(store, tmp_path):
     sp = trial_split(job, pool)
     assert not set(pool[:2]) & set(sp["test"] + sp["val"] + sp["train"])
     assert sorted(sp["test"] + sp["val"] + sp["train"]) == pool[2:]
+
+
+def test_inference_changes_the_test_predictions_not_the_training(store, tmp_path):
+    """``inference`` acts after model selection: the same trial trains to the same weights with and
+    without it; its test rows count what the largest-component step removed, and the segmenter's
+    spec carries it, so the pyfunc segments with the same test-time augmentation."""
+    from cardiossl.platform.tracking.serving import SegmenterPyfunc, predict_batches
+
+    kw = dict(steps=3, validation={"every_steps": 1}, augment={"spatial": {"rotation_deg": 180}})
+    plain = finetune(_job(store, tmp_path, **kw), init=None)
+    tuned = finetune(_job(store, tmp_path, inference={"tta": "rot90"}, **kw), init=None)
+    for k, v in plain.state_dict.items():
+        assert torch.equal(v, tuned.state_dict[k]), k
+    assert [h["val_dice"] for h in plain.history] == [h["val_dice"] for h in tuned.history]
+    assert "inference" not in plain.spec and tuned.spec["inference"] == {"tta": "rot90", "largest_component": True}
+    structures = ("lv_cavity", "lv_myocardium", "rv_cavity")
+    assert all(plain.metrics[f"test_removed_px_{s}"] == 0 for s in structures)
+    assert all(np.isfinite(tuned.metrics[f"test_removed_px_{s}"]) for s in structures)
+    model, spec = load_segmenter_folder(save_segmenter(tuned.model(), tuned.spec, tmp_path / "seg"))
+    x = np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32)
+    pyfunc = SegmenterPyfunc(model, spec).predict(x)
+    assert pyfunc.shape == (3, 64, 64)
+    assert np.array_equal(SegmenterPyfunc(model, {**spec, "inference": None}).predict(x),
+                          predict_batches(model, SegmenterPyfunc.normalise(x)[:, None]))
+    assert np.array_equal(pyfunc, predict_batches(model, SegmenterPyfunc.normalise(x)[:, None], tta="rot90"))

@@ -274,3 +274,19 @@ def test_mlflow_models_serve_answers_with_labels(registered, tmp_path):
     finally:
         stop_group(proc)
         log.close()
+
+
+def test_predict_segments_with_the_tta_the_segmenter_was_evaluated_with(layouts, tmp_path):
+    class Counting(AllLV):
+        calls = 0
+
+        def forward(self, x):
+            Counting.calls += 1
+            return super().forward(x)
+
+    plain = predict("m", layouts["nifti"], tmp_path / "plain", model=Counting(), spec=SPEC, qc=False)
+    once = Counting.calls
+    tta = predict("m", layouts["nifti"], tmp_path / "tta", model=Counting(), qc=False,
+                  spec={**SPEC, "inference": {"tta": "rot90", "largest_component": True}})
+    assert plain["postprocess"]["tta"] == "none" and tta["postprocess"]["tta"] == "rot90"
+    assert once > 0 and Counting.calls - once == 4 * once  # four turns per batch

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cardiossl.datasets.resample import resample_slice
 from cardiossl.datasets.store import CohortStore
 from cardiossl.platform.fewshot.evaluate import collect_stacks, segmentation_metrics, stack_spacing
 from cardiossl.platform.fewshot.reference import label_classes, read_source_record, reference_stacks
 from cardiossl.platform.fewshot.samples import labelled_subjects, load_samples
-from cardiossl.platform.fewshot.scoring import summarise_subjects, to_reference, trial_metrics
+from cardiossl.platform.fewshot.scoring import infer_stack, summarise_subjects, to_reference, trial_metrics
 from cardiossl.platform.training import crop_or_pad
 
 SUNNYBROOK = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "real" / "sunnybrook-SCD0000101"
@@ -155,3 +156,32 @@ def test_sunnybrook_partial_labels_a_perfect_lv_myo_prediction_scores_one(tmp_pa
     m = segmentation_metrics(p, ref["labels"], sp, annotated=label_classes(str(store), [sid])[sid])
     assert m["dice_mean"] == 1.0 and m["hd95_mean"] == 0.0
     assert segmentation_metrics(p, ref["labels"], sp)["dice_mean"] == pytest.approx(2 / 3)
+
+
+class _Painter(torch.nn.Module):
+    """A 'segmenter' that paints fixed labels: slice i of the input (constant value i) gets ``labels[i]``."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        super().__init__()
+        self.labels = torch.from_numpy(labels).long()
+
+    def forward(self, x):
+        lab = self.labels[x[:, 0, 0, 0].round().long()]
+        return torch.nn.functional.one_hot(lab, 4).permute(0, 3, 1, 2).float()
+
+
+def test_inference_keeps_the_largest_component_per_structure_and_counts_what_it_removed():
+    labels = np.zeros((3, 16, 16), np.int64)
+    labels[:, 4:9, 4:9] = 1  # the LV cavity through three slices
+    labels[1, 12:14, 12:14] = 1  # an island of four pixels
+    labels[2, 0:2, 0:3] = 3  # a lone RV: one component, kept
+    images = np.arange(3, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 16, 16), np.float32)
+    model = _Painter(labels)
+    raw, none_removed = infer_stack(model, images)
+    assert np.array_equal(raw, labels) and set(none_removed.values()) == {0}
+    kept, removed = infer_stack(model, images, {"tta": "none", "largest_component": True})
+    assert removed == {"lv_cavity": 4, "lv_myocardium": 0, "rv_cavity": 0}
+    assert kept[1, 12:14, 12:14].sum() == 0 and np.array_equal(kept[:, 4:9, 4:9], labels[:, 4:9, 4:9])
+    assert (kept == 3).sum() == 6
+    off, _ = infer_stack(model, images, {"tta": "none", "largest_component": False})
+    assert np.array_equal(off, labels)
