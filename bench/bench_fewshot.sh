@@ -6,6 +6,7 @@
 #   convergence (Ray tasks, cached: a re-run resumes) -> tables, figures, statistics, champion.
 # Usage: bench/bench_fewshot.sh            (CARDIOSSL_HOME defaults to /tmp/cardiossl-bench)
 #        bench/bench_fewshot.sh --set "grid.seeds=[0]"     (extra overrides go to the study)
+#        VERSION=3 bench/bench_fewshot.sh                  (another synthetic version: cohort64-v3.zarr)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDIOSSL_HOME="${CARDIOSSL_HOME:-/tmp/cardiossl-bench}"
@@ -14,9 +15,11 @@ unset RAY_ADDRESS  # a local Ray instance with 2 CPUs, stopped when the study en
 BIN="${CARDIOSSL_BIN:-.venv/bin}"
 mkdir -p "$CARDIOSSL_HOME"
 start=$(date +%s)
-if [ ! -d "$CARDIOSSL_HOME/cohort64.zarr" ]; then
+VERSION="${VERSION:-}"
+export CARDIOSSL_COHORT="${CARDIOSSL_COHORT:-$CARDIOSSL_HOME/cohort64${VERSION:+-v$VERSION}.zarr}"
+if [ ! -d "$CARDIOSSL_COHORT" ]; then
   "$BIN/cardiossl" synth --subjects 30 --seed 0 --frames 4 --grid-size 64 --spacing-mm 2.5 \
-    --workers 2 --out "$CARDIOSSL_HOME/cohort64.zarr"
+    ${VERSION:+--version "$VERSION"} --workers 2 --out "$CARDIOSSL_COHORT"
 fi
 "$BIN/cardiossl" benchmark bench/fewshot_reduced.yaml "$@"
 end=$(date +%s)

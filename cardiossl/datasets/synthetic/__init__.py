@@ -1,7 +1,7 @@
 """The embedded synthetic cine cohort: subjects sampled like exams, with their true geometry.
 
-Two versions of the population exist; a subject is a function of (seed, index, version) only, so a
-store written with either stays reproducible. ``meta["synth_version"]`` says which one made it.
+Three versions of the population exist; a subject is a function of (seed, index, version) only, so a
+store written with any of them stays reproducible. ``meta["synth_version"]`` says which one made it.
 
 * version 1 (``v1``): one idealised heart model; the SA stack is exactly perpendicular to the LV
   axis and every long-axis plane contains it. Kept unchanged, array for array.
@@ -10,15 +10,19 @@ store written with either stays reproducible. ``meta["synth_version"]`` says whi
   breath-hold misregistration), site and vendor appearance with artefacts. See ``v2`` and the
   modules it assembles (``population``, ``heart``, ``torso``, ``acquisition``, ``appearance``,
   ``render``).
+* version 3 (``v3``): version 2's subjects, subject for subject (same anatomy, labels, geometry),
+  with irregular epicardial fat, denser trabeculation and a wider image model (contrast, parallel-
+  imaging SNR, coil shading, bSSFP bands, ghosts), calibrated so few-shot segmentation is as hard
+  as on real cohorts.
 
 ``synth_subject`` and ``synth_heart`` take ``version`` (default ``DEFAULT_VERSION``); ids, cine timing
-and the cross-view label check are shared by both versions.
+and the cross-view label check are shared by all versions.
 """
 
 from __future__ import annotations
 
 from ..records import SubjectRecord
-from . import v1, v2
+from . import v1, v2, v3
 from .v1 import (
     DEFAULT_N_FRAMES,
     contraction,
@@ -28,7 +32,7 @@ from .v1 import (
     subject_index,
 )
 
-VERSIONS: tuple[int, ...] = (1, 2)
+VERSIONS: tuple[int, ...] = (1, 2, 3)
 DEFAULT_VERSION = 2
 
 __all__ = [
@@ -85,7 +89,7 @@ def synth_heart(seed: int, index: int, *, version: int = DEFAULT_VERSION, popula
     check_population(population, version)
     if version == 1:
         return v1.synth_heart(seed, index)
-    return v2.synth_heart(seed, index, population)
+    return (v2 if version == 2 else v3).synth_heart(seed, index, population)
 
 
 def synth_subject(
@@ -119,5 +123,5 @@ def synth_subject(
         raise ValueError(f"n_sub must be a positive odd number, got {n_sub}")
     es_frame_for(n_frames)  # refuses fewer than 2 frames
     idx = subject_index(subject_id) if index is None else int(index)
-    return v2.synth_subject(subject_id, seed, idx, n_frames=n_frames, n_sub=n_sub, population=population,
-                            random_contrast=random_contrast)
+    return (v2 if version == 2 else v3).synth_subject(subject_id, seed, idx, n_frames=n_frames, n_sub=n_sub,
+                                                      population=population, random_contrast=random_contrast)

@@ -47,6 +47,19 @@ _TEXTURE = {T.LUNG: 0.5, T.LIVER: 0.08, T.MUSCLE: 0.15, T.SUBCUT_FAT: 0.08, T.PE
             T.STOMACH: 0.3, T.MEDIASTINUM: 0.2, T.LV_CAV: 0.08, T.RV_CAV: 0.09, T.ATRIUM: 0.08, T.LV_MYO: 0.05,
             T.HEART_WALL: 0.08, T.VESSEL: 0.05, T.AORTA: 0.05}
 _SPOTS = {T.LUNG: 0.35, T.LIVER: 0.1, T.MEDIASTINUM: 0.2, T.STOMACH: 0.2}
+DEFAULTS: dict = {
+    "vendors": VENDORS,
+    "coil_floor": (0.1, 0.4),  # shading floor: the body coil's share, relative to the surface elements
+    "coil_gain": (0.5, 1.5),  # peak gain of one surface element
+    "f0_sigma_hz": 15.0,  # off-resonance offset at the heart after shimming, at 1.5 T
+    "band_depth": (0.5, 0.9),
+    "ghost_p": 0.7,  # share of subjects with flow ghosts
+    "ghost_amp": (0.02, 0.08),
+    "blur_px": (0.3, 0.9),
+    "trab_gain": (1.1, 1.8),  # LV trabeculae relative to myocardium (thin strands: partly blood in a pixel)
+    "acceleration": None,  # parallel imaging: {"R": factors, "p": their shares, "g": g-factor range}
+}
+"""The version-2 image model; a later version passes ``options`` that replace some of these."""
 
 
 class Appearance:
@@ -54,9 +67,14 @@ class Appearance:
 
     def __init__(self, rng: np.random.Generator, vendor: str, field_t: float, pe: str, circle: bool,
                  heart, body_centre: np.ndarray, body_semi: tuple[float, float],
-                 contrast_rng: np.random.Generator | None = None) -> None:
+                 contrast_rng: np.random.Generator | None = None, options: dict | None = None,
+                 accel_rng: np.random.Generator | None = None) -> None:
         u = rng.uniform
-        v = VENDORS[vendor]
+        o = {**DEFAULTS, **(options or {})}
+        unknown = set(o) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown appearance options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        v = o["vendors"][vendor]
         self.vendor, self.field_t, self.pe, self.circle = vendor, field_t, pe, circle
         myo, fat, liver, muscle = u(*v["myo"]), u(*v["fat"]), u(*v["liver"]), u(*v["muscle"])
         lut = np.zeros(T.N_CLASSES, dtype=np.float32)
@@ -77,7 +95,7 @@ class Appearance:
         lut[T.LV_MYO] = myo
         lut[T.LV_CAV] = 1.0
         lut[T.LV_PAP] = myo * u(0.95, 1.2)
-        lut[T.LV_TRAB] = myo * u(1.1, 1.8)
+        lut[T.LV_TRAB] = myo * u(*o["trab_gain"])
         lut[T.ATRIUM] = u(0.85, 1.0)
         lut[T.AORTA] = u(0.85, 1.05)
         self.randomised = contrast_rng is not None
@@ -102,9 +120,9 @@ class Appearance:
             for _ in range(n_el):
                 c = np.array([body_centre[0] + u(-0.7, 0.7) * bx, body_centre[1] + side * by * u(0.9, 1.1),
                               lv[2] + u(-80.0, 80.0)])
-                coils.append((c, u(45.0, 85.0), u(0.5, 1.5) * (1.0 if side < 0 else 0.7)))
+                coils.append((c, u(45.0, 85.0), u(*o["coil_gain"]) * (1.0 if side < 0 else 0.7)))
         self.coils = coils
-        self.coil_floor = u(0.1, 0.4)
+        self.coil_floor = u(*o["coil_floor"])
         self.coil_gamma = u(*v["normalise"])
         self.bias_ref = 1.0
         self.bias_ref = float(self.bias(lv[None])[0])
@@ -112,19 +130,19 @@ class Appearance:
         self.tr_ms = u(2.6, 3.8)
         g = rng.normal(size=3)
         k = field_t / 1.5
-        self.f0 = rng.normal(0.0, 15.0 * k)
+        self.f0 = rng.normal(0.0, o["f0_sigma_hz"] * k)
         self.f_grad = g / np.linalg.norm(g) * u(0.05, 0.5) * k
         # curvature: a random symmetric form (eigenvalues of either sign), so bands are ellipses or
         # hyperbolae of any orientation, not rings around the heart
         rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         self.f_curv = (rot * (u(-1.0, 1.0, 3) * u(0.0005, 0.004) * k)) @ rot.T
         self.f_centre = lv + rng.normal(0.0, 40.0, 3)
-        self.band_width, self.band_depth = u(0.08, 0.2), u(0.5, 0.9)
+        self.band_width, self.band_depth = u(0.08, 0.2), u(*o["band_depth"])
         # flow: ghosts and jets
         self.ghosts = []
-        if rng.random() < 0.7:
+        if rng.random() < o["ghost_p"]:
             for _ in range(int(rng.integers(1, 3))):
-                self.ghosts.append((u(0.12, 0.45) * rng.choice([-1.0, 1.0]), u(0.02, 0.08)))
+                self.ghosts.append((u(0.12, 0.45) * rng.choice([-1.0, 1.0]), u(*o["ghost_amp"])))
         self.resp_ghost = (u(0.1, 0.3), u(0.01, 0.03)) if rng.random() < 0.3 else None
         self.jets = []
         if rng.random() < 0.5:  # LVOT jet at systole
@@ -134,7 +152,16 @@ class Appearance:
             p = heart.la_c * np.array([0.5, 0.5, 0.3]) + np.array([0.0, 0.0, -6.0])
             self.jets.append(("mitral", p, u(5.0, 10.0), u(0.4, 0.8)))
         self.snr = u(*v["snr"]) * (1.4 if field_t >= 3.0 else 1.0)
-        self.blur_px = u(0.3, 0.9)
+        self.blur_px = u(*o["blur_px"])
+        self.acceleration = None
+        if o["acceleration"] is not None:  # SNR / (g sqrt(R)) (Pruessmann et al., MRM 1999)
+            if accel_rng is None:
+                raise ValueError("the acceleration option needs accel_rng (its own stream)")
+            acc = o["acceleration"]
+            r = int(accel_rng.choice(acc["R"], p=acc["p"]))
+            g = float(accel_rng.uniform(*acc["g"])) if r > 1 else 1.0
+            self.acceleration = {"R": r, "g": g}
+            self.snr /= g * np.sqrt(r)
 
     # --- fields -----------------------------------------------------------------------------------
     def bias(self, points: np.ndarray) -> np.ndarray:
@@ -221,6 +248,8 @@ class Appearance:
             "phase_encoding": self.pe,
             "circular_fov": bool(self.circle),
         }
+        if self.acceleration is not None:
+            out["acceleration"] = dict(self.acceleration)
         if self.randomised:  # only then: the meta of site-contrast subjects stays as it always was
             out["contrast_mode"] = "randomised"
             out["contrast"]["table"] = {name: float(v) for name, v in zip(T.NAMES, self.lut)}

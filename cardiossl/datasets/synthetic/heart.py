@@ -47,6 +47,8 @@ from .v1 import LA_ANGLES_DEG, _rotate, _unit
 VALVE_MM = 1.5
 """Thickness of the dark line of closed valve leaflets where each ventricle meets its atrium or
 artery: the cue readers use to stop a ventricle's label at the valve plane."""
+_FAT_GAIN_MAX = 1.6
+"""Irregular fat (``Heart(fat_rng=...)``) is at most this many times the regular thickness."""
 
 
 def _vm(cos_d, kappa: float):
@@ -86,7 +88,13 @@ def _tube(q, p0, direction):
 class Heart:
     """One subject's heart; ``rng`` draws the shape variation, ``phenotype`` fixes volumes and EF."""
 
-    def __init__(self, rng: np.random.Generator, phenotype: dict) -> None:
+    def __init__(self, rng: np.random.Generator, phenotype: dict, *, fat_mm: tuple[float, float] = (1.0, 5.0),
+                 fat_rng: np.random.Generator | None = None, trab_mm: tuple[float, float] = (1.5, 3.0),
+                 trab_level: tuple[float, float] = (0.2, 0.7), pap_mm: tuple[float, float] = (3.0, 5.5)) -> None:
+        """``fat_mm``: the range of the epicardial fat scale; ``fat_rng`` (a stream of its own) makes
+        the fat irregular (``_fat_gain``); without it the fat is what version 2 draws. ``trab_mm``,
+        ``trab_level`` and ``pap_mm``: the ranges of the trabecular band's depth and density and of the
+        papillary muscles' radius (labelled LV cavity whatever they are)."""
         u = rng.uniform
         self.phenotype = phenotype
         # --- orientation in the chest (LPS) and position, as in version 1
@@ -119,10 +127,10 @@ class Heart:
         self.shift = float(min(phenotype["mapse_mm"], self.C * (1.0 - (1.0 - ef) / 0.97)))
         self.k0 = self._solve_k0(ef)
         # --- trabeculae and papillary muscles
-        self.trab_depth = u(1.5, 3.0) * (1.6 if phenotype["group"] == "DCM" else 1.0)
+        self.trab_depth = u(*trab_mm) * (1.6 if phenotype["group"] == "DCM" else 1.0)
         self.trab = [(int(rng.integers(9, 17)), u(0, 2 * np.pi), u(-0.15, 0.15)) for _ in range(3)]
-        self.trab_level = u(0.2, 0.7)
-        self.pap_r = u(3.0, 5.5) * (1.3 if phenotype["group"] == "HCM" else 1.0)
+        self.trab_level = u(*trab_level)
+        self.pap_r = u(*pap_mm) * (1.3 if phenotype["group"] == "HCM" else 1.0)
         self.pap_angles = np.deg2rad([135.0 + u(-20, 20), 235.0 + u(-20, 20)])
         self.pap_span = (u(0.25, 0.35), u(0.6, 0.75))
 
@@ -156,10 +164,30 @@ class Heart:
         self.la_c = np.array([u(-8.0, 0.0), u(-14.0, -4.0), -0.75 * self.la_r])  # over the mitral annulus
         self.ra_c = np.array([self.rv_c[0] + u(0.0, 10.0), u(-15.0, -5.0), -0.8 * self.ra_r])
         # --- fat
-        self.fat = u(1.0, 5.0)
+        self.fat = u(*fat_mm)
         self.fat_patch = (u(0, 2 * np.pi), u(0, 2 * np.pi))
+        self.fat_irregular = None
+        if fat_rng is not None:  # harmonics 3-6 about the axis and a wave along it, each with a random phase
+            f = fat_rng.uniform
+            self.fat_irregular = {
+                "harmonics": [(k, f(0.1, 0.45), f(0, 2 * np.pi)) for k in (3, 4, 5, 6)],
+                "along": (f(0.2, 0.5), f(25.0, 60.0), f(0, 2 * np.pi)),
+            }
+        self.fat_reach = self.fat * (_FAT_GAIN_MAX if self.fat_irregular else 1.0)
 
         self._fit_rv(phenotype["rv_edv_ml"], phenotype["rv_ef"])
+
+    def _fat_gain(self, th, z):
+        """Multiplier of the fat thickness at angle ``th`` about an axis and depth ``z`` (mm): 1
+        without ``fat_irregular``; else 0 (no fat) to ``_FAT_GAIN_MAX``, patchy as real epicardial fat."""
+        if self.fat_irregular is None:
+            return 1.0
+        g = 1.0
+        for k, amp, ph in self.fat_irregular["harmonics"]:
+            g = g + amp * np.sin(k * th + ph)
+        amp, wavelength, ph = self.fat_irregular["along"]
+        g = g + amp * np.sin(2 * np.pi * z / wavelength + ph)
+        return np.clip(g, 0.0, _FAT_GAIN_MAX).astype(np.float32)
 
     # --- the LV radius functions --------------------------------------------------------------
     def _r0(self, ct, st):
@@ -271,7 +299,7 @@ class Heart:
 
     def heart_box(self):
         """Local (s, a, w) bounding box of every heart structure over the whole cycle."""
-        m = self.rv_wall + 3.0 * self.fat + 4.0
+        m = self.rv_wall + 3.0 * self.fat_reach + 4.0
         e = max(self.A, self.B) + max(self.wall, (self.hyp or {}).get("max_wall_mm", 0.0)) + 4.0
         pts = [np.array([-e, -e, 0.0]), np.array([e, e, self.C + self.apex_wall + 2.0])]
         r = max(self.rv_semi[0], self.rv_semi[1]) * 1.05
@@ -307,8 +335,8 @@ class Heart:
     def _paint_lv(self, q, c, out) -> None:
         length = self._length(c)
         hmax = max(self.wall, (self.hyp or {}).get("max_wall_mm", 0.0))
-        reach = max(self.A, self.B) + hmax + 4 * self.fat + 4
-        cand = _box_idx(q, (-reach, -reach, -1e-6), (reach, reach, length + self.apex_wall + 3 * self.fat + 2))
+        reach = max(self.A, self.B) + hmax + 4 * self.fat_reach + 4
+        cand = _box_idx(q, (-reach, -reach, -1e-6), (reach, reach, length + self.apex_wall + 3 * self.fat_reach + 2))
         if not cand.size:
             return
         qs, qa, qw = q[cand, 0], q[cand, 1], q[cand, 2]
@@ -322,7 +350,7 @@ class Heart:
         p1, p2 = self.fat_patch
         th = np.arctan2(st, ct)
         patch = np.clip(np.sin(2 * th + p1) * np.cos(th + p2), 0, None)
-        fat_r = epi + self.fat * (0.25 + 1.8 * np.exp(-np.square(qw / 12.0)) + patch)
+        fat_r = epi + self.fat * (0.25 + 1.8 * np.exp(-np.square(qw / 12.0)) + patch) * self._fat_gain(th, qw)
         fat = (r < fat_r) & (beyond < self.apex_wall + self.fat) & (out[cand] == NOT_HEART)
         out[cand[fat]] = PERICARDIAL_FAT
         out[cand[r < epi]] = LV_MYO
@@ -347,7 +375,7 @@ class Heart:
     def _paint_rv(self, q, c, out) -> None:
         kr = 1.0 - c * (1.0 - self.rv_k)
         rv_shift = (self.rv_shift - self.shift) * c  # the RV base descends more than the LV's
-        big = max(self.rv_semi[0], self.rv_semi[1]) + self.rv_wall + 3 * self.fat
+        big = max(self.rv_semi[0], self.rv_semi[1]) + self.rv_wall + 3 * self.fat_reach
         cand = _box_idx(q, (self.rv_c[0] - big, self.rv_c[1] - big, rv_shift + self.rv_base - 1e-6),
                         (self.rv_c[0] + big, self.rv_c[1] + big, self.rv_semi[2] + 2.0))
         if cand.size:
@@ -360,7 +388,8 @@ class Heart:
             rw = (qc[:, 2] - rv_shift) / (self.rv_semi[2] - self.rv_shift * c)
             rho = rs * rs + ra_ * ra_ + rw * rw
             t_scale = self.rv_wall / sx
-            fat = (1.0 + t_scale + self.fat * (0.5 + 1.8 * np.exp(-np.square(qc[:, 2] / 12.0))) / sx) ** 2
+            gain = self._fat_gain(np.arctan2(ra_, rs), qc[:, 2])
+            fat = (1.0 + t_scale + self.fat * (0.5 + 1.8 * np.exp(-np.square(qc[:, 2] / 12.0))) * gain / sx) ** 2
             oc = out[cand]
             oc[rho <= fat] = PERICARDIAL_FAT
             oc[rho <= (1.0 + t_scale) ** 2] = HEART_WALL

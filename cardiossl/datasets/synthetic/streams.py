@@ -1,4 +1,4 @@
-"""One random stream per component of a version-2 subject, never the global RNG.
+"""One random stream per component of a version-2 or later subject, never the global RNG.
 
 A stream is ``np.random.default_rng([seed, index, version, crc32(component)])``: what one component
 draws does not shift the draws of another, so changing (say) the appearance model leaves every
@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 
 COMPONENTS = ("population", "anatomy", "torso", "site", "planning", "breath", "appearance", "texture", "noise",
-              "contrast")
+              "contrast", "fat", "acceleration")
 
 
 def stream(seed: int, index: int, component: str, version: int = 2) -> np.random.Generator:

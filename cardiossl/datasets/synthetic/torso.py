@@ -35,9 +35,12 @@ from .tissues import (
 class Torso:
     """Static classes (everything but the heart) at world points; placed around ``heart``."""
 
-    def __init__(self, rng: np.random.Generator, heart: Heart) -> None:
+    def __init__(self, rng: np.random.Generator, heart: Heart, anchor: Heart | None = None) -> None:
+        """``anchor``: the heart the torso is built around when it is not ``heart`` (a later version's
+        heart with other fat sits in the torso its version-2 twin has); the sac follows ``heart``."""
         u = rng.uniform
         self.heart = heart
+        heart = heart if anchor is None else anchor
         # the heart's extent in world coordinates, from its classes on a coarse grid
         lo, hi = heart.heart_box()
         axes = [np.arange(lo[i], hi[i], 5.0) for i in range(3)]

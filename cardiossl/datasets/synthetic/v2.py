@@ -25,11 +25,22 @@ from .v1 import contraction, es_frame_for
 VERSION = 2
 
 
-def synth_heart(seed: int, index: int, population: dict | None = None) -> Heart:
-    """The heart of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``)."""
+def synth_heart(seed: int, index: int, population: dict | None = None, *, options: dict | None = None) -> Heart:
+    """The heart of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``).
+
+    ``options`` (a later version's): ``irregular_fat``, patchy fat drawn from the subject's ``fat``
+    stream, and ranges that replace ``Heart``'s (``fat_mm``, ``trab_mm``, ``trab_level``, ``pap_mm``)."""
+    opts = dict(options or {})
+    known = ("fat_mm", "irregular_fat", "trab_mm", "trab_level", "pap_mm")
+    unknown = set(opts) - set(known)
+    if unknown:
+        raise ValueError(f"unknown heart options {sorted(unknown)}; known: {list(known)}")
     rng = stream(seed, index, "population")
     group = draw_group(rng, normalise_population(population))
-    return Heart(stream(seed, index, "anatomy"), draw_phenotype(rng, group))
+    kwargs = {k: v for k, v in opts.items() if k != "irregular_fat"}
+    if opts.get("irregular_fat"):
+        kwargs["fat_rng"] = stream(seed, index, "fat")
+    return Heart(stream(seed, index, "anatomy"), draw_phenotype(rng, group), **kwargs)
 
 
 def _json(x):
@@ -55,16 +66,24 @@ def synth_subject(
     n_sub: int,
     population: dict | None = None,
     random_contrast: float = 0.0,
+    version: int = VERSION,
+    heart_options: dict | None = None,
+    look_options: dict | None = None,
 ) -> SubjectRecord:
     """One version-2 subject (see ``cardiossl.datasets.synthetic.synth_subject``).
+
+    A later version (``v3``) reuses this assembly with its own ``version`` tag, ``heart_options``
+    (``synth_heart``) and ``look_options`` (``appearance.DEFAULTS``): its subject ``index`` draws the
+    same streams, so it is this subject with only those models changed.
 
     ``random_contrast``: the probability that this subject's tissue intensities are drawn at random
     (``appearance``); the decision and the draws come from their own stream, so every other draw, and
     a subject that is not randomised, is exactly what it is without the option."""
     es_frame = es_frame_for(n_frames)
     proportions = normalise_population(population)
-    heart = synth_heart(seed, index, population)
-    torso = Torso(stream(seed, index, "torso"), heart)
+    heart = synth_heart(seed, index, population, options=heart_options)
+    anchor = synth_heart(seed, index, population) if heart_options else None
+    torso = Torso(stream(seed, index, "torso"), heart, anchor)
     site_name = draw_site(stream(seed, index, "site"))
     site = SITES[site_name]
     plans, acq = plan_exam(heart, site_name, stream(seed, index, "planning"), stream(seed, index, "breath"), torso.c)
@@ -73,8 +92,10 @@ def synth_subject(
         contrast_rng = stream(seed, index, "contrast")
         if contrast_rng.random() >= random_contrast:
             contrast_rng = None
+    accel_rng = stream(seed, index, "acceleration") if (look_options or {}).get("acceleration") else None
     look = Appearance(stream(seed, index, "appearance"), site["vendor"], site["field_t"], site["pe"],
-                      site["circle"], heart, torso.c, (torso.bx, torso.by), contrast_rng)
+                      site["circle"], heart, torso.c, (torso.bx, torso.by), contrast_rng, options=look_options,
+                      accel_rng=accel_rng)
     noise_rng, texture_rng = stream(seed, index, "noise"), stream(seed, index, "texture")
     cs = [contraction(t, n_frames, es_frame) for t in range(n_frames)]
     phases = {0: "ed", es_frame: "es"}
@@ -94,7 +115,7 @@ def synth_subject(
     ph = heart.phenotype
     meta = {
         "source": "synthetic",
-        "synth_version": VERSION,
+        "synth_version": int(version),
         "seed": int(seed),
         "index": int(index),
         "n_frames": int(n_frames),
@@ -124,4 +145,6 @@ def synth_subject(
         "appearance": look.meta(),
         "torso": torso.meta(),
     }
+    if heart.fat_irregular is not None:  # a later version's: version-2 meta stays as it was
+        meta["epicardial_fat"] = {"scale_mm": heart.fat, **heart.fat_irregular}
     return SubjectRecord(subject_id, slices, _json(meta)).validate()

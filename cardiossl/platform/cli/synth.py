@@ -40,13 +40,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Cohort store (zarr) or folder (nifti) to write."),
         fmt: str = typer.Option("zarr", "--format", help="zarr (cohort store) or nifti (the cardiossl NIfTI export)."),
         frames: int = typer.Option(4, "--frames", min=2, help="Cine frames per slice (ED 0, ES at ~3/8)."),
-        version: int = typer.Option(None, "--version", help="Population version (default: the newest)."),
+        version: int = typer.Option(
+            None, "--version", help="Population version: 1, 2 (the default) or 3 (harder; docs/synthetic.md)."
+        ),
         groups: str = typer.Option(
-            None, "--groups", help="Group weights, e.g. NOR=2,DCM=1,HCM=1,MINF=1,RV=1 (version 2; default: equal)."
+            None, "--groups", help="Group weights, e.g. NOR=2,DCM=1,HCM=1,MINF=1,RV=1 (version 2 on; default: equal)."
         ),
         random_contrast: float = typer.Option(
             0.0, "--random-contrast", help="Share of subjects (0-1) with SynthSeg-style random tissue intensities, "
-            "for segmenters meant for other scanners (version 2; default 0: every subject looks like its site)."
+            "for segmenters meant for other scanners (version 2 on; default 0: every subject looks like its site)."
         ),
         grid_size: int = typer.Option(128, "--grid-size", help="Store grid, pixels per side (zarr)."),
         spacing_mm: float = typer.Option(1.5, "--spacing-mm", help="Store grid pixel spacing in mm (zarr)."),
