@@ -4,7 +4,7 @@
 # at 1.5 mm, 1,500 steps) takes about 24 minutes on one CPU: the full grid about 2 hours on 2 cores,
 # N = 5 and all with two seeds 47 minutes; a GPU or more CPUs make it quicker.
 # Usage: bench/synth_difficulty.sh                     full measurement, version 2, 60 subjects
-#        VERSION=3 bench/synth_difficulty.sh           the same on version 3 (VERSION=1: version 1)
+#        VERSION=4 bench/synth_difficulty.sh           the same on version 4 (VERSION=1, 3: those versions)
 #        GRID=96 SPACING=2.5 bench/synth_difficulty.sh --set finetune.backbone.name=unet \
 #            --set "finetune.backbone.params={depth: 4, width: 8, norm: batch}" --set finetune.image_size=96 \
 #            --set finetune.steps=600                  the cheap proxy (small U-Net, 96 px)

@@ -18,7 +18,7 @@ def main(argv=None) -> dict[int, float]:
     ap.add_argument("--subjects", type=int, default=10)
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--versions", default="1,2,3")
+    ap.add_argument("--versions", default="1,2,3,4")
     args = ap.parse_args(argv)
     from cardiossl.datasets.synthetic import subject_id_for, synth_subject
 

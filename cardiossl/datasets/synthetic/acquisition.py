@@ -120,9 +120,21 @@ def draw_site(rng: np.random.Generator) -> str:
     return names[int(rng.integers(len(names)))]
 
 
+PLAN_DEFAULTS: dict = {
+    "display_sd_deg": 8.0,  # in-plane turn of the displayed SA image from the vendor's convention: normal
+    "fov_jitter_mm": 8.0,  # field-of-view centre jitter (per axis): normal
+}
+"""The version-2 planning spreads; a later version passes ``options`` that replace some of these (each
+scales the same draw, so every other draw of the planning stream is unchanged)."""
+
+
 def plan_exam(heart: Heart, site_name: str, rng: np.random.Generator, breath: np.random.Generator,
-              body_centre: np.ndarray) -> tuple[list[SlicePlan], dict]:
+              body_centre: np.ndarray, options: dict | None = None) -> tuple[list[SlicePlan], dict]:
     """SA stack and 2/3/4ch planes for ``heart`` at ``site_name``; (plans, meta with every perturbation)."""
+    o = {**PLAN_DEFAULTS, **(options or {})}
+    unknown = set(o) - set(PLAN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown planning options {sorted(unknown)}; known: {sorted(PLAN_DEFAULTS)}")
     site = SITES[site_name]
     u = rng.uniform
     q = float(np.clip(rng.lognormal(0.0, QUALITY_SIGMA), *QUALITY_RANGE))
@@ -136,7 +148,8 @@ def plan_exam(heart: Heart, site_name: str, rng: np.random.Generator, breath: np
     gap = u(*site["gap"])
     spacing = thick + gap
     shape, px = _grid(rng, site)
-    row_dir, col_dir = _display_axes(-n, "sa", site["vendor"], np.deg2rad(rng.normal(0.0, 8.0)))
+    display_deg = float(rng.normal(0.0, 1.0)) * o["display_sd_deg"]
+    row_dir, col_dir = _display_axes(-n, "sa", site["vendor"], np.deg2rad(display_deg))
     # stack extent: 1-3 slices above the mitral plane, the last at or past the epicardial apex
     n_above = int(rng.integers(1, 4))
     d0 = -(n_above - 1 + u(0.2, 0.8)) * spacing
@@ -145,7 +158,7 @@ def plan_exam(heart: Heart, site_name: str, rng: np.random.Generator, breath: np
     # field of view centre: between the heart and the chest centre, plus jitter (the heart off-centre)
     lv_c = heart.lv_centre()
     toward = np.array([body_centre[0], body_centre[1], lv_c[2]]) - lv_c
-    fov_c = lv_c + u(0.0, 0.35) * toward + rng.normal(0.0, 8.0, 3)
+    fov_c = lv_c + u(0.0, 0.35) * toward + rng.normal(0.0, 1.0, 3) * o["fov_jitter_mm"]
     fov_c = fov_c - ((fov_c - heart.base) @ n) * n  # on the plane through the base
     # breath-holds: groups of 1-3 consecutive slices share one displacement
     per_hold = int(breath.integers(1, 4))
@@ -182,6 +195,8 @@ def plan_exam(heart: Heart, site_name: str, rng: np.random.Generator, breath: np
         "misregistration_in_plane_mm": np.linalg.norm(disp - np.outer(disp @ n, n), axis=1).tolist(),
         "misregistration_through_plane_mm": (disp @ n).tolist(),
     }
+    if options:  # a later version's: version-2 meta stays as it was
+        sa_meta["display_rotation_deg"] = display_deg
 
     # --- long-axis planes
     la_shape, la_px = _grid(rng, site)

@@ -58,6 +58,8 @@ DEFAULTS: dict = {
     "blur_px": (0.3, 0.9),
     "trab_gain": (1.1, 1.8),  # LV trabeculae relative to myocardium (thin strands: partly blood in a pixel)
     "acceleration": None,  # parallel imaging: {"R": factors, "p": their shares, "g": g-factor range}
+    "rv_blood": (0.85, 1.0),  # RV blood relative to LV blood
+    "flow": None,  # blood-pool signal variation: {"amp": range, "scale_mm": range, "apical": range}
 }
 """The version-2 image model; a later version passes ``options`` that replace some of these."""
 
@@ -68,7 +70,7 @@ class Appearance:
     def __init__(self, rng: np.random.Generator, vendor: str, field_t: float, pe: str, circle: bool,
                  heart, body_centre: np.ndarray, body_semi: tuple[float, float],
                  contrast_rng: np.random.Generator | None = None, options: dict | None = None,
-                 accel_rng: np.random.Generator | None = None) -> None:
+                 accel_rng: np.random.Generator | None = None, flow_rng: np.random.Generator | None = None) -> None:
         u = rng.uniform
         o = {**DEFAULTS, **(options or {})}
         unknown = set(o) - set(DEFAULTS)
@@ -90,7 +92,7 @@ class Appearance:
         lut[T.PERICARDIAL_FAT] = fat * u(0.85, 1.0)
         lut[T.VESSEL] = u(0.8, 1.05)
         lut[T.HEART_WALL] = myo * u(0.9, 1.15)
-        lut[T.RV_CAV] = u(0.85, 1.0)
+        lut[T.RV_CAV] = u(*o["rv_blood"])
         lut[T.RV_TRAB] = myo * u(1.1, 1.6)  # thin strands: partly blood within a pixel
         lut[T.LV_MYO] = myo
         lut[T.LV_CAV] = 1.0
@@ -162,6 +164,14 @@ class Appearance:
             g = float(accel_rng.uniform(*acc["g"])) if r > 1 else 1.0
             self.acceleration = {"R": r, "g": g}
             self.snr /= g * np.sqrt(r)
+        self.flow = None
+        if o["flow"] is not None:  # drawn from its own stream: every other draw is unchanged
+            if flow_rng is None:
+                raise ValueError("the flow option needs flow_rng (its own stream)")
+            f, slow = o["flow"], 1.5 if heart.phenotype["group"] == "DCM" else 1.0
+            self.flow = {"amp": float(flow_rng.uniform(*f["amp"])), "scale_mm": float(flow_rng.uniform(*f["scale_mm"])),
+                         "apical": float(min(flow_rng.uniform(*f["apical"]) * slow, 0.6))}
+            self.flow_rng = flow_rng
 
     # --- fields -----------------------------------------------------------------------------------
     def bias(self, points: np.ndarray) -> np.ndarray:
@@ -208,6 +218,19 @@ class Appearance:
         spots = np.clip(field(self.tex_fine_mm * 0.8) - 2.2, 0.0, None) * 2.0
         return smooth.ravel(), spots.ravel()
 
+    def flow_factor(self, shape: tuple[int, int], pixel_mm: float, depth: np.ndarray) -> np.ndarray:
+        """Signal factor of the blood pool on one slice (flattened), from ``flow_rng``.
+
+        Blood in cine bSSFP is not uniformly bright: inflow, in-plane flow patterns and dephasing make
+        smooth brighter and darker regions, and slow flow near the apex (most in dilated ventricles)
+        is darker (Scheffler & Lehnhardt, Eur Radiol 2003; Bieri & Scheffler, JMRI 2013). A smooth
+        random field of the drawn scale and amplitude, less a darkening that grows towards the apex
+        (``depth``: the LV-axis depth of each pixel as a share of the base-to-apex length)."""
+        f = gaussian_filter(self.flow_rng.standard_normal(shape, dtype=np.float32), self.flow["scale_mm"] / pixel_mm)
+        f = (f / max(float(f.std()), 1e-6)).ravel()
+        apical = self.flow["apical"] * np.square(np.clip(depth, 0.0, 1.0))
+        return np.clip(1.0 + self.flow["amp"] * f - apical, 0.3, 1.8).astype(np.float32)
+
     # --- the image --------------------------------------------------------------------------------
     def finish(self, clean: np.ndarray, blood: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Ghosts, blur, noise, mask and integer values on a noiseless image (relative to LV blood)."""
@@ -250,6 +273,8 @@ class Appearance:
         }
         if self.acceleration is not None:
             out["acceleration"] = dict(self.acceleration)
+        if self.flow is not None:
+            out["flow"] = dict(self.flow)
         if self.randomised:  # only then: the meta of site-contrast subjects stays as it always was
             out["contrast_mode"] = "randomised"
             out["contrast"]["table"] = {name: float(v) for name, v in zip(T.NAMES, self.lut)}

@@ -90,11 +90,13 @@ class Heart:
 
     def __init__(self, rng: np.random.Generator, phenotype: dict, *, fat_mm: tuple[float, float] = (1.0, 5.0),
                  fat_rng: np.random.Generator | None = None, trab_mm: tuple[float, float] = (1.5, 3.0),
-                 trab_level: tuple[float, float] = (0.2, 0.7), pap_mm: tuple[float, float] = (3.0, 5.5)) -> None:
+                 trab_level: tuple[float, float] = (0.2, 0.7), pap_mm: tuple[float, float] = (3.0, 5.5),
+                 rv_trab_mm: tuple[float, float] = (1.5, 3.0), rv_trab_cut: float = 0.55) -> None:
         """``fat_mm``: the range of the epicardial fat scale; ``fat_rng`` (a stream of its own) makes
         the fat irregular (``_fat_gain``); without it the fat is what version 2 draws. ``trab_mm``,
         ``trab_level`` and ``pap_mm``: the ranges of the trabecular band's depth and density and of the
-        papillary muscles' radius (labelled LV cavity whatever they are)."""
+        papillary muscles' radius (labelled LV cavity whatever they are); ``rv_trab_mm`` and
+        ``rv_trab_cut``: the RV trabecular band's depth range and its strands' threshold (lower: denser)."""
         u = rng.uniform
         self.phenotype = phenotype
         # --- orientation in the chest (LPS) and position, as in version 1
@@ -142,7 +144,8 @@ class Heart:
                                  (self.C + self.apex_wall) * u(0.72, 0.88)])
         self.rv_base = u(0.0, 8.0)  # tricuspid annulus below the mitral plane
         self.rv_wall = u(3.0, 4.5) * (1.4 if phenotype["group"] == "HCM" else 1.0)
-        self.rv_trab = (int(rng.integers(5, 10)), u(0, 2 * np.pi), u(1.5, 3.0))
+        self.rv_trab = (int(rng.integers(5, 10)), u(0, 2 * np.pi), u(*rv_trab_mm))
+        self.rv_trab_cut = rv_trab_cut
         self.rv_shift = self.shift * u(1.2, 1.6)  # TAPSE exceeds MAPSE
         self.rv_k = 1.0
         # --- outflow tracts, vessels and atria above the base
@@ -399,7 +402,7 @@ class Heart:
             n, ph, depth = self.rv_trab
             bi = np.flatnonzero(rv & (rho > (1.0 - depth / sx) ** 2) & (rs > 0.2))
             if bi.size:
-                oc[bi[np.sin(n * np.arctan2(ra_[bi], rs[bi]) + ph + 0.08 * qc[bi, 2]) > 0.55]] = RV_TRAB
+                oc[bi[np.sin(n * np.arctan2(ra_[bi], rs[bi]) + ph + 0.08 * qc[bi, 2]) > self.rv_trab_cut]] = RV_TRAB
             out[cand] = oc
         # RV outflow tract up to the pulmonary valve, pulmonary trunk above it
         ro = self.rvot_r * (1.0 - 0.15 * c)

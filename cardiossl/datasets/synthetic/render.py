@@ -98,6 +98,9 @@ def render(
     pix_f = _heart_pixels(heart, q_f, n_loc, 0.0)
     smooth, spot_field = look.textures(texture_rng, (rows, cols), float(min(plane.spacing)))
     shade = look.bias_image(plane, (rows, cols)) * look.banding(centre)
+    flow = None
+    if look.flow is not None:  # a later version's blood-pool variation (version 2 computes exactly as before)
+        flow = look.flow_factor((rows, cols), float(min(plane.spacing)), q_f[:, 2] / heart.C) - 1.0
     upsample = _Bilinear(shape_c, (rows, cols), factor)
     images, labels, content = [], {}, []
     for frame, c in enumerate(cs):
@@ -108,6 +111,8 @@ def render(
         base[pix] *= look.jet_factor(q_c[pix], c)
         up = upsample(np.stack([base, tx, sp, blood])).reshape(4, -1)
         clean = (up[0] + up[1] * smooth + up[2] * spot_field) * shade
+        if flow is not None:
+            clean = clean * (1.0 + up[3] * flow)
         images.append(look.finish(clean.reshape(rows, cols), up[3].reshape(rows, cols), noise_rng))
         if frame in label_frames or frame == 0:
             hc = heart.classes(q_f[pix_f], c)

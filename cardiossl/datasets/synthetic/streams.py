@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 
 COMPONENTS = ("population", "anatomy", "torso", "site", "planning", "breath", "appearance", "texture", "noise",
-              "contrast", "fat", "acceleration")
+              "contrast", "fat", "acceleration", "flow")
 
 
 def stream(seed: int, index: int, component: str, version: int = 2) -> np.random.Generator:

@@ -29,9 +29,10 @@ def synth_heart(seed: int, index: int, population: dict | None = None, *, option
     """The heart of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``).
 
     ``options`` (a later version's): ``irregular_fat``, patchy fat drawn from the subject's ``fat``
-    stream, and ranges that replace ``Heart``'s (``fat_mm``, ``trab_mm``, ``trab_level``, ``pap_mm``)."""
+    stream, and ranges that replace ``Heart``'s (``fat_mm``, ``trab_mm``, ``trab_level``, ``pap_mm``,
+    ``rv_trab_mm``, ``rv_trab_cut``)."""
     opts = dict(options or {})
-    known = ("fat_mm", "irregular_fat", "trab_mm", "trab_level", "pap_mm")
+    known = ("fat_mm", "irregular_fat", "trab_mm", "trab_level", "pap_mm", "rv_trab_mm", "rv_trab_cut")
     unknown = set(opts) - set(known)
     if unknown:
         raise ValueError(f"unknown heart options {sorted(unknown)}; known: {list(known)}")
@@ -69,12 +70,14 @@ def synth_subject(
     version: int = VERSION,
     heart_options: dict | None = None,
     look_options: dict | None = None,
+    plan_options: dict | None = None,
 ) -> SubjectRecord:
     """One version-2 subject (see ``cardiossl.datasets.synthetic.synth_subject``).
 
-    A later version (``v3``) reuses this assembly with its own ``version`` tag, ``heart_options``
-    (``synth_heart``) and ``look_options`` (``appearance.DEFAULTS``): its subject ``index`` draws the
-    same streams, so it is this subject with only those models changed.
+    A later version (``v3``, ``v4``) reuses this assembly with its own ``version`` tag, ``heart_options``
+    (``synth_heart``), ``look_options`` (``appearance.DEFAULTS``) and ``plan_options``
+    (``acquisition.PLAN_DEFAULTS``): its subject ``index`` draws the same streams, so it is this
+    subject with only those models changed.
 
     ``random_contrast``: the probability that this subject's tissue intensities are drawn at random
     (``appearance``); the decision and the draws come from their own stream, so every other draw, and
@@ -86,16 +89,18 @@ def synth_subject(
     torso = Torso(stream(seed, index, "torso"), heart, anchor)
     site_name = draw_site(stream(seed, index, "site"))
     site = SITES[site_name]
-    plans, acq = plan_exam(heart, site_name, stream(seed, index, "planning"), stream(seed, index, "breath"), torso.c)
+    plans, acq = plan_exam(heart, site_name, stream(seed, index, "planning"), stream(seed, index, "breath"), torso.c,
+                           options=plan_options)
     contrast_rng = None
     if random_contrast > 0:
         contrast_rng = stream(seed, index, "contrast")
         if contrast_rng.random() >= random_contrast:
             contrast_rng = None
     accel_rng = stream(seed, index, "acceleration") if (look_options or {}).get("acceleration") else None
+    flow_rng = stream(seed, index, "flow") if (look_options or {}).get("flow") else None
     look = Appearance(stream(seed, index, "appearance"), site["vendor"], site["field_t"], site["pe"],
                       site["circle"], heart, torso.c, (torso.bx, torso.by), contrast_rng, options=look_options,
-                      accel_rng=accel_rng)
+                      accel_rng=accel_rng, flow_rng=flow_rng)
     noise_rng, texture_rng = stream(seed, index, "noise"), stream(seed, index, "texture")
     cs = [contraction(t, n_frames, es_frame) for t in range(n_frames)]
     phases = {0: "ed", es_frame: "es"}
@@ -148,3 +153,24 @@ def synth_subject(
     if heart.fat_irregular is not None:  # a later version's: version-2 meta stays as it was
         meta["epicardial_fat"] = {"scale_mm": heart.fat, **heart.fat_irregular}
     return SubjectRecord(subject_id, slices, _json(meta)).validate()
+
+
+class LaterVersion:
+    """A later version as option sets over this assembly (``v3``, ``v4``): its subject ``index``
+    draws version 2's streams, with only the models the options name changed."""
+
+    def __init__(self, version: int, heart_options: dict, look_options: dict, plan_options: dict | None = None):
+        self.version, self.heart_options = version, heart_options
+        self.look_options, self.plan_options = look_options, plan_options
+
+    def synth_heart(self, seed: int, index: int, population: dict | None = None) -> Heart:
+        """The heart of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``)."""
+        return synth_heart(seed, index, population, options=self.heart_options)
+
+    def synth_subject(self, subject_id: str, seed: int, index: int, *, n_frames: int, n_sub: int,
+                      population: dict | None = None, random_contrast: float = 0.0) -> SubjectRecord:
+        """One subject of this version (see ``cardiossl.datasets.synthetic.synth_subject``)."""
+        return synth_subject(subject_id, seed, index, n_frames=n_frames, n_sub=n_sub, population=population,
+                             random_contrast=random_contrast, version=self.version,
+                             heart_options=self.heart_options, look_options=self.look_options,
+                             plan_options=self.plan_options)

@@ -42,7 +42,6 @@ Geometry, anatomy, disease groups and the labels' protocol are version 2's. ``me
 
 from __future__ import annotations
 
-from ..records import SubjectRecord
 from . import v2
 from .appearance import VENDORS
 
@@ -68,14 +67,6 @@ LOOK_OPTIONS = {
 }
 
 
-def synth_heart(seed: int, index: int, population: dict | None = None):
-    """The heart of subject ``index`` of cohort ``seed`` (the same draws as ``synth_subject``)."""
-    return v2.synth_heart(seed, index, population, options=HEART_OPTIONS)
-
-
-def synth_subject(subject_id: str, seed: int, index: int, *, n_frames: int, n_sub: int,
-                  population: dict | None = None, random_contrast: float = 0.0) -> SubjectRecord:
-    """One version-3 subject (see ``cardiossl.datasets.synthetic.synth_subject``)."""
-    return v2.synth_subject(subject_id, seed, index, n_frames=n_frames, n_sub=n_sub, population=population,
-                            random_contrast=random_contrast, version=VERSION, heart_options=HEART_OPTIONS,
-                            look_options=LOOK_OPTIONS)
+_VERSION = v2.LaterVersion(VERSION, HEART_OPTIONS, LOOK_OPTIONS)
+synth_heart = _VERSION.synth_heart
+synth_subject = _VERSION.synth_subject

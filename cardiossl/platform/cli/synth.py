@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("zarr", "--format", help="zarr (cohort store) or nifti (the cardiossl NIfTI export)."),
         frames: int = typer.Option(4, "--frames", min=2, help="Cine frames per slice (ED 0, ES at ~3/8)."),
         version: int = typer.Option(
-            None, "--version", help="Population version: 1, 2 (the default) or 3 (harder; docs/synthetic.md)."
+            None, "--version", help="Population version: 1, 2 (the default), 3 or 4 (harder; docs/synthetic.md)."
         ),
         groups: str = typer.Option(
             None, "--groups", help="Group weights, e.g. NOR=2,DCM=1,HCM=1,MINF=1,RV=1 (version 2 on; default: equal)."

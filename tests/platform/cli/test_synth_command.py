@@ -129,10 +129,11 @@ def test_ray_tasks_write_whole_parts_and_resume(tmp_path, ray_cluster):
     assert "wrote 1 subjects (3 already present)" in again.output
 
 
-def test_version_3_subjects_are_written_as_synth_subject_makes_them(tmp_path):
-    back, read_back = _one_subject_as_nifti(tmp_path, 3)
-    want = synth_subject("synth00000", 2, n_frames=2, version=3)
-    assert read_back == want.meta and read_back["synth_version"] == 3 and "acceleration" in read_back["appearance"]
+@pytest.mark.parametrize("version,new_key", [(3, "acceleration"), (4, "flow")])
+def test_later_version_subjects_are_written_as_synth_subject_makes_them(tmp_path, version, new_key):
+    back, read_back = _one_subject_as_nifti(tmp_path, version)
+    want = synth_subject("synth00000", 2, n_frames=2, version=version)
+    assert read_back == want.meta and read_back["synth_version"] == version and new_key in read_back["appearance"]
     got = {(s.view, s.slice_index, s.frame): s for s in back.slices}
     for s in want.slices:
         np.testing.assert_array_equal(got[(s.view, s.slice_index, s.frame)].image, s.image)
