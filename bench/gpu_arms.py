@@ -335,6 +335,9 @@ def _ray_worker(config: dict) -> None:
     out = {"process_group": {"backend": dist.get_backend(), "world_size": dist.get_world_size(),
                              "device": str(dev), "all_reduce_ok": float(t.item()) == 1.0,
                              "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"},
+           # Ray sets OMP_NUM_THREADS to the worker's CPU reservation: one thread unless more are reserved
+           "worker": {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
+                      "cpu_affinity": len(os.sched_getaffinity(0))},
            "variants": {}}
     for name, jd, cost in config["variants"]:
         if time.time() + cost > config["deadline"]:
@@ -353,8 +356,11 @@ def _ray_worker(config: dict) -> None:
 
 
 def ray_arm(variants: list[tuple[str, dict, float]], *, use_gpu: bool, deadline: float, address: str | None,
-            compile_backend: str | None, flops_per_image: float | None, num_cpus: int) -> dict:
-    """One ``TorchTrainer`` (1 worker, ``use_gpu``) running every variant; results via a file."""
+            compile_backend: str | None, flops_per_image: float | None, num_cpus: int,
+            trainers: list[tuple[str, float]] = (("ray", 1.0),)) -> dict:
+    """One one-worker ``TorchTrainer`` (``use_gpu``) per ``(arm, CPUs reserved)`` in ``trainers``, each
+    running every variant; results via a file. The reservation is what a job's ``scaling.cpus_per_worker``
+    sets: Ray gives the worker that many OpenMP threads (on an H200, 1 and 13 gave the same rate)."""
     import sys
 
     import ray
@@ -364,7 +370,6 @@ def ray_arm(variants: list[tuple[str, dict, float]], *, use_gpu: bool, deadline:
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     tmp = Path(tempfile.mkdtemp(prefix="gck", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    out = tmp / "ray_result.json"
     t0 = time.time()
     if address:
         ray.init(address=address, log_to_driver=False)
@@ -372,19 +377,28 @@ def ray_arm(variants: list[tuple[str, dict, float]], *, use_gpu: bool, deadline:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=1 if use_gpu else 0, include_dashboard=False,
                  log_to_driver=False, _temp_dir=str(tmp / "ray"))
     try:
-        started = time.time() - t0
-        trainer = TorchTrainer(
-            _ray_worker,
-            train_loop_config={"variants": variants, "deadline": deadline, "out": str(out),
-                               "compile_backend": compile_backend, "flops_per_image": flops_per_image},
-            scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu),
-            run_config=ray.train.RunConfig(name=f"gpu-check-{os.getpid()}", storage_path=str(tmp / "storage")),
-        )
-        t1 = time.time()
-        trainer.fit()
-        res = json.loads(out.read_text()) if out.exists() else {"error": "the Ray worker wrote no result"}
-        res["ray_init_s"] = round(started, 1)
-        res["trainer_s"] = round(time.time() - t1, 1)
+        res: dict = {"ray_init_s": round(time.time() - t0, 1), "trainers": {}, "variants": {}}
+        for arm, cpus in trainers:
+            out = tmp / f"ray_result_{arm}.json"
+            resources = {"CPU": cpus, **({"GPU": 1.0} if use_gpu else {})}
+            trainer = TorchTrainer(
+                _ray_worker,
+                train_loop_config={"variants": variants, "deadline": deadline, "out": str(out),
+                                   "compile_backend": compile_backend, "flops_per_image": flops_per_image},
+                scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=use_gpu,
+                                                       resources_per_worker=resources),
+                run_config=ray.train.RunConfig(name=f"gpu-check-{arm}-{os.getpid()}",
+                                               storage_path=str(tmp / "storage")),
+            )
+            t1 = time.time()
+            trainer.fit()
+            got = json.loads(out.read_text()) if out.exists() else {"error": "the Ray worker wrote no result"}
+            res.setdefault("process_group", got.get("process_group"))
+            res["trainers"][arm] = {"cpus_per_worker": cpus, "worker": got.get("worker"),
+                                    "trainer_s": round(time.time() - t1, 1)}
+            if "error" in got:
+                res["trainers"][arm]["error"] = got["error"]
+            res["variants"].update({f"{arm}|{k}": v for k, v in got.get("variants", {}).items()})
         return res
     finally:
         ray.shutdown()

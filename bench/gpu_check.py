@@ -18,7 +18,13 @@ utilisation (NVML), achieved TFLOP/s (forward + backward FLOPs per image counted
 Variants run in priority order against a time budget (``--budget-s``); one that would not fit is
 reported as skipped, so the call ends in time. Results: ``$OUT/gpu_check.json`` and the table.
 
+``--focus ray`` answers only the Ray question at the largest batch, side by side: bare (eager and
+compiled), the platform loop in this process (and with one torch thread), and through Ray with the
+jobs' default reservation of one CPU and with one CPU per loader worker more (Ray gives the worker as
+many OpenMP threads as CPUs reserved).
+
     bash bench/gpu_run.sh                   # on the GPU machine: install the carried wheels, run this
+    bash bench/gpu_run.sh --focus ray       # the Ray question only (about 5 minutes)
     python bench/gpu_check.py --cpu-smoke   # the same code path, tiny, on CPU (tests run this)
 """
 
@@ -209,6 +215,12 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32", "auto"])
     ap.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor)")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray TorchTrainer arm")
+    ap.add_argument("--ray-cpus-per-worker", type=float, default=1.0,
+                    help="CPUs the Ray worker reserves (scaling.cpus_per_worker; 1 is the jobs' default)")
+    ap.add_argument("--focus", choices=["all", "ray"], default="all",
+                    help="ray: only the Ray question, side by side at the largest batch: the loop bare, in this "
+                         "process, in this process with one torch thread, and through Ray reserving one CPU "
+                         "and one per loader worker more")
     ap.add_argument("--ray-address", default=None, help="an existing cluster (default: a local one)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu_check.json)")
     a = ap.parse_args(argv)
@@ -270,15 +282,32 @@ def main(argv=None) -> int:
                            j, dev, batch_size=batch, compile_mode=modes.get(mode, mode), seconds=a.seconds,
                            flops_per_image=flops))
 
-    def platform(batch, mode, aug, cost=None):
+    def platform(batch, mode, aug, cost=None, threads=None):
         ref = run.get(arm="bare", batch=batch, compile=mode) or run.get(arm="bare", batch=batch)
         j = variant(job, batch=batch, compiled=mode == "compiled", aug=aug,
                     expect_ips=ref["images_per_s"] if ref else None, seconds=a.seconds * 1.5, min_steps=min_steps)
-        return run.run({"arm": "platform", "batch": batch, "compile": mode, "augment": aug},
-                       cost or a.seconds * 1.5 + 15, lambda: gpu_arms.platform_arm(j, dev, flops))
+
+        def go():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                return gpu_arms.platform_arm(j, dev, flops)
+            finally:
+                torch.set_num_threads(before)
+
+        arm = "platform" if threads is None else f"plat-{threads}thr"
+        return run.run({"arm": arm, "batch": batch, "compile": mode, "augment": aug}, cost or a.seconds * 1.5 + 15, go)
 
     b = a.batch_size
-    if a.cpu_smoke:  # the code path, not the figures: each arm, compile mode and augmentation place once
+    trainers = [("ray", a.ray_cpus_per_worker)]
+    if a.focus == "ray":  # the Ray path against the best bare loop, and the worker's CPU reservation
+        bare(big, "eager")
+        bare(big, "compiled", cost=a.seconds + compile_s)
+        platform(big, "compiled", "loader", cost=a.seconds * 1.5 + 30)
+        platform(big, "eager", "loader", threads=1)
+        trainers.append((f"ray-{a.loader_workers + 1}cpu", float(a.loader_workers + 1)))
+        best_mode = "compiled"
+    elif a.cpu_smoke:  # the code path, not the figures: each arm, compile mode and augmentation place once
         bare(b, "eager")
         platform(b, "eager", "loader")
         bare(big, "compiled", cost=a.seconds + compile_s)
@@ -310,6 +339,8 @@ def main(argv=None) -> int:
                 (b, "compiled", "loader"), (big, "eager", "loader")]
         if a.cpu_smoke:  # the code path, not the figures: two variants, one of each augmentation place
             plan = [(b, "eager", "loader"), (big, "compiled", "device")]
+        if a.focus == "ray":
+            plan = [(big, "compiled", "loader"), (big, "eager", "loader")]
         variants = []
         for batch, mode, aug in plan:
             ref = run.get(arm="bare", batch=batch, compile=mode) or run.get(arm="bare", batch=batch)
@@ -320,15 +351,15 @@ def main(argv=None) -> int:
         try:
             ray_res = gpu_arms.ray_arm(variants, use_gpu=use_gpu, deadline=deadline, address=a.ray_address,
                                        compile_backend=a.compile_backend, flops_per_image=flops,
-                                       num_cpus=os.cpu_count() or 2)
+                                       num_cpus=os.cpu_count() or 2, trainers=trainers)
         except Exception as exc:
             ray_res = {"error": f"{type(exc).__name__}: {exc}"[:1000]}
         res["ray"] = {k: v for k, v in ray_res.items() if k != "variants"}
         log(f"ray: {json.dumps(res['ray'])} ({time.time() - t:.0f} s)")
         for key, row in ray_res.get("variants", {}).items():
-            batch, mode, aug = key.split("|")
-            run.rows.append({"arm": "ray", "batch": int(batch), "compile": mode, "augment": aug, **row})
-            log(f"arm=ray batch={batch} compile={mode} augment={aug}: {json.dumps(row)}")
+            arm, batch, mode, aug = key.split("|")
+            run.rows.append({"arm": arm, "batch": int(batch), "compile": mode, "augment": aug, **row})
+            log(f"arm={arm} batch={batch} compile={mode} augment={aug}: {json.dumps(row)}")
     run.deadline = deadline + 60  # the drift check always runs
     bare(b, "eager", cost=0)
 
