@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull
+from scipy.stats import circmean
 
 from cardiossl.datasets.store import CohortStore
 
@@ -77,7 +78,7 @@ def subject_stats(store: CohortStore, sid: str) -> dict | None:
         return None
     out = {k: float(np.nanmedian([r[k] for r in rows])) if k != "angle" else None for k in rows[0]}
     a = np.array([r["angle"] for r in rows if np.isfinite(r["angle"])])
-    out["angle"] = float(np.arctan2(np.sin(a).mean(), np.cos(a).mean())) if len(a) else np.nan
+    out["angle"] = float(circmean(a, high=np.pi, low=-np.pi)) if len(a) else np.nan
     out["labelled_slices"] = float(len(slices))
     return out
 
@@ -85,8 +86,7 @@ def subject_stats(store: CohortStore, sid: str) -> dict | None:
 def cohort_table(stats: list[dict]) -> dict:
     out = {}
     a = np.array([s["angle"] for s in stats if np.isfinite(s["angle"])])
-    mean = np.arctan2(np.sin(a).mean(), np.cos(a).mean())
-    dev = np.degrees(np.angle(np.exp(1j * (a - mean))))
+    dev = np.degrees(np.angle(np.exp(1j * (a - circmean(a, high=np.pi, low=-np.pi)))))  # wrapped to +-180
     out["pose: LV-to-RV direction, s.d. (deg)"] = f"{dev.std():.0f}"
     for key, name, fmt in (("lv_offset_mm", "LV centre from image centre (mm)", ".0f"),
                            ("blood_sd", "blood-pool s.d. / LV blood", ".3f"),

@@ -184,12 +184,9 @@ def run_pretraining(
     last_val: dict[str, float] = {}
     t_last, n_last = time.perf_counter(), 0
 
-    def report_now(with_checkpoint: bool) -> None:
+    def checkpoint_now() -> None:
         """Every rank reports at the same steps (Ray Train requires it); rank 0 attaches the checkpoint."""
         metrics = {"step": step, "epoch": epoch, **last_train, **{f"val/{k}": v for k, v in last_val.items()}}
-        if not with_checkpoint:
-            session.report(metrics)
-            return
         with tempfile.TemporaryDirectory(prefix="cardiossl-ckpt-") as tmp:
             ckpt = None
             if rank == 0:
@@ -266,7 +263,7 @@ def run_pretraining(
             # taken the previous one, which it polls every 2 s, so reporting at every log step held a GPU
             # job to one log step per 2 s (0.40x the bare loop on an H200). MLflow gets every log step above.
             if step != total and step % ckpt_every == 0:
-                report_now(with_checkpoint=True)
+                checkpoint_now()
                 paused = True
             if paused:  # images/s and step/s measure training, not validation or checkpoint writes
                 t_last = time.perf_counter()
@@ -277,7 +274,7 @@ def run_pretraining(
     last_val = validate_now()
     if rank == 0 and last_val:
         live.log(step, {f"val/{k}": v for k, v in last_val.items()})
-    report_now(with_checkpoint=True)
+    checkpoint_now()
     return TrainResult(step, last_train, last_val, model, pretext, resumed_from, snapshot, splits)
 
 
